@@ -1,0 +1,511 @@
+/*
+ * The request queue of a runtime: a bounded FIFO under a mutex, with a
+ * condition variable for sleeping runtime threads, an optional eventfd for
+ * runtimes with their own event loop, and a list of popped tasks not yet
+ * answered (so that nbffi_runtime_free can answer what a runtime dropped).
+ *
+ * Waking a sleeping thread costs ~20 us on an idle vCPU, so one runtime
+ * thread at a time spins before it sleeps.  The spin budget adapts below
+ * spin_max: a spin that ends without work halves it; a sleep that a task
+ * ended sooner than spin_max raises it, since a spin would have caught that
+ * task.
+ */
+
+#include <errno.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "nbffi_int.h"
+
+
+static int nbffi__queue_take_locked(nbffi_queue_t *q, nbffi_task_t **out,
+    int max);
+static int nbffi__queue_spin(nbffi_queue_t *q, int64_t until_ns);
+static int nbffi__queue_sleep(nbffi_queue_t *q, int64_t until_ns,
+    nbffi_task_t **out, int max);
+static void nbffi__queue_signal_fd(int fd);
+
+
+int
+nbffi__queue_init(nbffi_queue_t *q, nbffi_runtime_t *rt, unsigned max)
+{
+    int                  rc;
+    pthread_condattr_t   attr;
+    pthread_mutexattr_t  mattr;
+
+    memset(q, 0, sizeof(nbffi_queue_t));
+    q->rt = rt;
+    q->max = max;
+    q->efd = -1;
+    q->inflight.next = &q->inflight;
+    q->inflight.prev = &q->inflight;
+    atomic_init(&q->len, 0);
+    atomic_init(&q->closed, 0);
+    atomic_init(&q->spinning, 0);
+    atomic_init(&q->spin_ns, NBFFI__SPIN_DEFAULT_NS);
+    atomic_init(&q->spin_max, NBFFI__SPIN_DEFAULT_NS);
+
+    /* Adaptive: the host and a runtime thread hold it for a few dozen
+     * nanoseconds each, far less than a futex round trip costs. */
+    rc = pthread_mutexattr_init(&mattr);
+    if (rc != 0) {
+        return NBFFI_ENOMEM;
+    }
+    (void) pthread_mutexattr_settype(&mattr, PTHREAD_MUTEX_ADAPTIVE_NP);
+    rc = pthread_mutex_init(&q->lock, &mattr);
+    (void) pthread_mutexattr_destroy(&mattr);
+    if (rc != 0) {
+        return NBFFI_ENOMEM;
+    }
+
+    rc = pthread_mutex_init(&q->ilock, NULL);
+    if (rc != 0) {
+        goto failed_ilock;
+    }
+
+    /* Timed pops wait on the deadlines' clock, immune to clock jumps. */
+    rc = pthread_condattr_init(&attr);
+    if (rc != 0) {
+        goto failed_attr;
+    }
+
+    rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (rc == 0) {
+        rc = pthread_cond_init(&q->cond, &attr);
+    }
+
+    (void) pthread_condattr_destroy(&attr);
+
+    if (rc != 0) {
+        goto failed_attr;
+    }
+
+    return 0;
+
+failed_attr:
+    (void) pthread_mutex_destroy(&q->ilock);
+failed_ilock:
+    (void) pthread_mutex_destroy(&q->lock);
+    return NBFFI_ENOMEM;
+}
+
+
+void
+nbffi__queue_destroy(nbffi_queue_t *q)
+{
+    if (q->efd >= 0) {
+        (void) close(q->efd);
+    }
+    (void) pthread_cond_destroy(&q->cond);
+    (void) pthread_mutex_destroy(&q->ilock);
+    (void) pthread_mutex_destroy(&q->lock);
+}
+
+
+int
+nbffi__queue_push(nbffi_queue_t *q, nbffi_task_t *task)
+{
+    int       fd;
+    unsigned  len;
+
+    task->next = NULL;
+
+    pthread_mutex_lock(&q->lock);
+
+    if (atomic_load_explicit(&q->closed, memory_order_relaxed)) {
+        pthread_mutex_unlock(&q->lock);
+        return NBFFI_ECLOSED;
+    }
+
+    len = atomic_load_explicit(&q->len, memory_order_relaxed);
+    if (len >= q->max) {
+        pthread_mutex_unlock(&q->lock);
+        return NBFFI_EQFULL;
+    }
+
+    if (q->tail == NULL) {
+        q->head = task;
+    } else {
+        q->tail->next = task;
+    }
+    q->tail = task;
+    atomic_store_explicit(&q->len, len + 1, memory_order_release);
+
+    /* A spinning thread sees the new length by itself. */
+    if (q->sleepers > 0
+        && !atomic_load_explicit(&q->spinning, memory_order_relaxed))
+    {
+        pthread_cond_signal(&q->cond);
+    }
+
+    fd = (len == 0) ? q->efd : -1;
+
+    pthread_mutex_unlock(&q->lock);
+
+    if (fd >= 0) {
+        nbffi__queue_signal_fd(fd);
+    }
+
+    return 0;
+}
+
+
+int
+nbffi_queue_pop(nbffi_queue_t *q, nbffi_task_t **out, int max,
+    int64_t timeout_ns)
+{
+    int      rc;
+    int64_t  until;
+
+    if (q == NULL || out == NULL || max <= 0) {
+        return NBFFI_EINVAL;
+    }
+
+    until = (timeout_ns > 0) ? nbffi_now_ns() + timeout_ns : timeout_ns;
+
+    for ( ;; ) {
+        if (atomic_load_explicit(&q->len, memory_order_acquire) > 0
+            || atomic_load_explicit(&q->closed, memory_order_acquire))
+        {
+            pthread_mutex_lock(&q->lock);
+            rc = nbffi__queue_take_locked(q, out, max);
+            if (rc != 0) {
+                return rc;
+            }
+            /* every task taken was expired or cancelled: wait again */
+        }
+
+        if (timeout_ns == 0) {
+            return 0;
+        }
+
+        if (nbffi__queue_spin(q, until)) {
+            continue;
+        }
+
+        rc = nbffi__queue_sleep(q, until, out, max);
+        if (rc != 0) {
+            return rc;
+        }
+
+        if (until > 0 && nbffi_now_ns() >= until) {
+            return 0;
+        }
+    }
+}
+
+
+/* Spins while the budget lasts; 1 when work (or close) showed up. */
+static int
+nbffi__queue_spin(nbffi_queue_t *q, int64_t until_ns)
+{
+    int64_t  budget, max, start, now, end;
+
+    max = atomic_load_explicit(&q->spin_max, memory_order_relaxed);
+    budget = atomic_load_explicit(&q->spin_ns, memory_order_relaxed);
+    if (budget > max) {
+        budget = max;
+    }
+    if (budget == 0
+        || atomic_exchange_explicit(&q->spinning, 1, memory_order_acq_rel))
+    {
+        return 0;
+    }
+
+    start = nbffi_now_ns();
+    end = start + budget;
+    if (until_ns > 0 && until_ns < end) {
+        end = until_ns;
+    }
+
+    for ( ;; ) {
+        if (atomic_load_explicit(&q->len, memory_order_acquire) > 0
+            || atomic_load_explicit(&q->closed, memory_order_acquire))
+        {
+            budget *= 2;
+            if (budget > max) {
+                budget = max;
+            }
+            atomic_store_explicit(&q->spin_ns, budget, memory_order_relaxed);
+            atomic_store_explicit(&q->spinning, 0, memory_order_release);
+            return 1;
+        }
+
+        nbffi__cpu_relax();
+
+        now = nbffi_now_ns();
+        if (now >= end) {
+            break;
+        }
+    }
+
+    budget /= 2;
+    if (budget < NBFFI__SPIN_MIN_NS) {
+        budget = 0;
+    }
+    atomic_store_explicit(&q->spin_ns, budget, memory_order_relaxed);
+
+    /* spinning is cleared under the lock in nbffi__queue_sleep, so that a
+     * producer that skipped the signal is seen there */
+    return 0;
+}
+
+
+/* Sleeps until work, close or until_ns; returns like nbffi_queue_pop. */
+static int
+nbffi__queue_sleep(nbffi_queue_t *q, int64_t until_ns, nbffi_task_t **out,
+    int max)
+{
+    int              rc;
+    int64_t          start, slept, budget, spin_max;
+    struct timespec  ts;
+
+    pthread_mutex_lock(&q->lock);
+
+    atomic_store_explicit(&q->spinning, 0, memory_order_relaxed);
+
+    start = nbffi_now_ns();
+
+    while (atomic_load_explicit(&q->len, memory_order_relaxed) == 0
+           && !atomic_load_explicit(&q->closed, memory_order_relaxed))
+    {
+        q->sleepers++;
+
+        if (until_ns < 0) {
+            rc = pthread_cond_wait(&q->cond, &q->lock);
+
+        } else {
+            ts.tv_sec = until_ns / 1000000000;
+            ts.tv_nsec = until_ns % 1000000000;
+            rc = pthread_cond_timedwait(&q->cond, &q->lock, &ts);
+        }
+
+        q->sleepers--;
+
+        if (rc == ETIMEDOUT
+            && atomic_load_explicit(&q->len, memory_order_relaxed) == 0
+            && !atomic_load_explicit(&q->closed, memory_order_relaxed))
+        {
+            pthread_mutex_unlock(&q->lock);
+            return 0;
+        }
+    }
+
+    slept = nbffi_now_ns() - start;
+    spin_max = atomic_load_explicit(&q->spin_max, memory_order_relaxed);
+    if (slept < spin_max) {
+        budget = atomic_load_explicit(&q->spin_ns, memory_order_relaxed);
+        budget = (budget > slept) ? budget * 2 : slept * 2;
+        if (budget < NBFFI__SPIN_MIN_NS) {
+            budget = NBFFI__SPIN_MIN_NS;
+        }
+        if (budget > spin_max) {
+            budget = spin_max;
+        }
+        atomic_store_explicit(&q->spin_ns, budget, memory_order_relaxed);
+    }
+
+    return nbffi__queue_take_locked(q, out, max);
+}
+
+
+/*
+ * Called with q->lock held; releases it.  Takes up to max tasks; answers
+ * the expired and cancelled ones itself (after unlocking: answering may
+ * write the host's notifier).
+ */
+static int
+nbffi__queue_take_locked(nbffi_queue_t *q, nbffi_task_t **out, int max)
+{
+    int            n, i, ended;
+    int64_t        now;
+    unsigned       len;
+    nbffi_task_t  *task, *skipped, **skipped_tail;
+
+    n = 0;
+    now = 0;
+    skipped = NULL;
+    skipped_tail = &skipped;
+    len = atomic_load_explicit(&q->len, memory_order_relaxed);
+
+    while (n < max && q->head != NULL) {
+        task = q->head;
+        q->head = task->next;
+        len--;
+
+        if (atomic_load_explicit(&task->cancelled, memory_order_relaxed)) {
+            task->status = NBFFI_ECANCELED;
+
+        } else if (task->deadline != 0
+                   && task->deadline <= (now != 0 ? now
+                                         : (now = nbffi_now_ns())))
+        {
+            task->status = NBFFI_ETIMEDOUT;
+
+        } else {
+            out[n++] = task;
+            continue;
+        }
+
+        task->next = NULL;
+        *skipped_tail = task;
+        skipped_tail = &task->next;
+    }
+
+    if (q->head == NULL) {
+        q->tail = NULL;
+    }
+    atomic_store_explicit(&q->len, len, memory_order_relaxed);
+
+    /* Pass the baton: more work than this thread took. */
+    if (len > 0 && q->sleepers > 0) {
+        pthread_cond_signal(&q->cond);
+    }
+
+    ended = (n == 0 && len == 0
+             && atomic_load_explicit(&q->closed, memory_order_relaxed));
+
+    pthread_mutex_unlock(&q->lock);
+
+    if (n > 0) {
+        pthread_mutex_lock(&q->ilock);
+        for (i = 0; i < n; i++) {
+            task = out[i];
+            atomic_store_explicit(&task->state, NBFFI__POPPED,
+                                  memory_order_relaxed);
+            task->next = q->inflight.next;
+            task->prev = &q->inflight;
+            q->inflight.next->prev = task;
+            q->inflight.next = task;
+        }
+        pthread_mutex_unlock(&q->ilock);
+    }
+
+    while (skipped != NULL) {
+        task = skipped;
+        skipped = task->next;
+        nbffi__task_answer(task, task->status);
+    }
+
+    if (n > 0) {
+        return n;
+    }
+
+    return ended ? NBFFI_ECLOSED : 0;
+}
+
+
+void
+nbffi__inflight_unlink(nbffi_queue_t *q, nbffi_task_t *task)
+{
+    pthread_mutex_lock(&q->ilock);
+    task->prev->next = task->next;
+    task->next->prev = task->prev;
+    task->next = NULL;
+    task->prev = NULL;
+    pthread_mutex_unlock(&q->ilock);
+}
+
+
+int
+nbffi_queue_fd(nbffi_queue_t *q)
+{
+    int  fd;
+
+    if (q == NULL) {
+        return NBFFI_EINVAL;
+    }
+
+    pthread_mutex_lock(&q->lock);
+
+    if (q->efd < 0) {
+        q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (q->efd < 0) {
+            pthread_mutex_unlock(&q->lock);
+            return NBFFI_EIO;
+        }
+
+        if (atomic_load_explicit(&q->len, memory_order_relaxed) > 0
+            || atomic_load_explicit(&q->closed, memory_order_relaxed))
+        {
+            nbffi__queue_signal_fd(q->efd);
+        }
+    }
+
+    fd = q->efd;
+
+    pthread_mutex_unlock(&q->lock);
+
+    return fd;
+}
+
+
+int
+nbffi_queue_closed(nbffi_queue_t *q)
+{
+    return atomic_load_explicit(&q->closed, memory_order_acquire);
+}
+
+
+void
+nbffi__queue_close(nbffi_queue_t *q)
+{
+    int  fd;
+
+    pthread_mutex_lock(&q->lock);
+    atomic_store_explicit(&q->closed, 1, memory_order_release);
+    pthread_cond_broadcast(&q->cond);
+    fd = q->efd;
+    pthread_mutex_unlock(&q->lock);
+
+    if (fd >= 0) {
+        nbffi__queue_signal_fd(fd);
+    }
+}
+
+
+/* Answers every queued and every popped-but-unanswered task. */
+void
+nbffi__queue_fail_all(nbffi_queue_t *q, int status)
+{
+    nbffi_task_t  *task, *next, *sentinel;
+
+    pthread_mutex_lock(&q->lock);
+    task = q->head;
+    q->head = NULL;
+    q->tail = NULL;
+    atomic_store_explicit(&q->len, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&q->lock);
+
+    for ( /* void */ ; task != NULL; task = next) {
+        next = task->next;
+        nbffi__task_answer(task, status);
+    }
+
+    sentinel = &q->inflight;
+
+    pthread_mutex_lock(&q->ilock);
+    task = sentinel->next;
+    sentinel->next = sentinel;
+    sentinel->prev = sentinel;
+    pthread_mutex_unlock(&q->ilock);
+
+    for ( /* void */ ; task != sentinel; task = next) {
+        next = task->next;
+        task->next = NULL;
+        task->prev = NULL;
+        nbffi__task_answer(task, status);
+    }
+}
+
+
+static void
+nbffi__queue_signal_fd(int fd)
+{
+    uint64_t  one = 1;
+
+    /* EAGAIN: the counter is saturated, which is signalled enough */
+    (void) !write(fd, &one, sizeof(one));
+}

@@ -1,0 +1,41 @@
+/*
+ * Runtime threads must never receive the host's signals: nginx workers run
+ * with an empty signal mask and threads inherit the creator's mask, so the
+ * mask is filled around pthread_create (as ngx_thread_pool_cycle does
+ * inside the thread, but here the new thread is never exposed at all).
+ */
+
+#include <errno.h>
+#include <signal.h>
+
+#include "nbffi_int.h"
+
+
+int
+nbffi_thread_create(void *thread, void *(*fn)(void *), void *arg)
+{
+    int       rc;
+    sigset_t  all, old;
+
+    if (thread == NULL || fn == NULL) {
+        return NBFFI_EINVAL;
+    }
+
+    (void) sigfillset(&all);
+    (void) sigdelset(&all, SIGILL);
+    (void) sigdelset(&all, SIGFPE);
+    (void) sigdelset(&all, SIGSEGV);
+    (void) sigdelset(&all, SIGBUS);
+
+    rc = pthread_sigmask(SIG_SETMASK, &all, &old);
+    if (rc != 0) {
+        return -rc;
+    }
+
+    rc = pthread_create((pthread_t *) thread, NULL, fn, arg);
+
+    nbffi__abort_on(pthread_sigmask(SIG_SETMASK, &old, NULL) != 0,
+                    "pthread_sigmask restore");
+
+    return -rc;
+}

@@ -1,0 +1,358 @@
+/*
+ * The reference runtime: the shortest complete user of the runtime half of
+ * the nbffi ABI, used by the tests and benchmarks.
+ *
+ * cfg is text, space- or newline-separated key=value pairs:
+ *   threads=N   runtime threads popping the queue (default 1, at most 16)
+ *   fail=MSG    make init fail with MSG (tests of the load error path)
+ *
+ * Methods:
+ *   echo    reply = payload
+ *   upper   ASCII upper case of the payload
+ *   sleep   payload = decimal milliseconds; sleeps, then replies "slept"
+ *   error   runtime error: status 1, message = payload
+ *   hold    kept until the runtime is closed, then answered "released"
+ *   count   decimal number of tasks this runtime answered before this one
+ *   log     logs the payload at notice level, replies "logged"
+ * Anything else is a runtime error with status 2.
+ */
+
+#include <ctype.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "nbffi.h"
+
+
+#define ECHO_MAX_THREADS  16
+#define ECHO_BATCH        64
+
+typedef struct echo_rt_s  echo_rt_t;
+
+struct echo_rt_s {
+    echo_rt_t       *next;          /* registry, by queue */
+    nbffi_queue_t   *q;
+    int              nthreads;
+    pthread_t        threads[ECHO_MAX_THREADS];
+    atomic_ulong     answered;
+
+    pthread_mutex_t  hold_lock;
+    nbffi_task_t   **held;
+    size_t           nheld;
+    size_t           held_cap;
+};
+
+
+NBFFI_EXTERN unsigned nbffi_runtime_abi(void);
+NBFFI_EXTERN int nbffi_runtime_init(nbffi_queue_t *q, const void *cfg,
+    size_t cfg_len, char *err, size_t err_len);
+NBFFI_EXTERN void nbffi_runtime_fini(nbffi_queue_t *q);
+
+static int echo_parse_cfg(echo_rt_t *rt, const char *cfg, size_t len,
+    char *err, size_t err_len);
+static void *echo_thread(void *arg);
+static void echo_handle(echo_rt_t *rt, nbffi_task_t *task);
+static void echo_hold(echo_rt_t *rt, nbffi_task_t *task);
+static void echo_release_held(echo_rt_t *rt);
+static void echo_reply(echo_rt_t *rt, nbffi_task_t *task, int status,
+    const void *data, size_t len);
+
+
+/* Several runtimes may live in one library: fini finds its own by queue. */
+static pthread_mutex_t  echo_registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static echo_rt_t       *echo_registry;
+
+
+unsigned
+nbffi_runtime_abi(void)
+{
+    return NBFFI_ABI_VERSION;
+}
+
+
+int
+nbffi_runtime_init(nbffi_queue_t *q, const void *cfg, size_t cfg_len,
+    char *err, size_t err_len)
+{
+    int         i, rc;
+    echo_rt_t  *rt;
+
+    rt = calloc(1, sizeof(echo_rt_t));
+    if (rt == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+
+    rt->q = q;
+    rt->nthreads = 1;
+    atomic_init(&rt->answered, 0);
+    (void) pthread_mutex_init(&rt->hold_lock, NULL);
+
+    if (echo_parse_cfg(rt, cfg, cfg_len, err, err_len) != 0) {
+        goto failed;
+    }
+
+    for (i = 0; i < rt->nthreads; i++) {
+        rc = nbffi_thread_create(&rt->threads[i], echo_thread, rt);
+        if (rc != 0) {
+            snprintf(err, err_len, "cannot start thread %d: %s", i,
+                     strerror(-rc));
+            if (i == 0) {
+                goto failed;
+            }
+            /* Threads already started wait on a queue that will never be
+             * closed; leaking them (and rt) is the only safe choice, and
+             * happens only when the system is out of threads. */
+            return -1;
+        }
+    }
+
+    pthread_mutex_lock(&echo_registry_lock);
+    rt->next = echo_registry;
+    echo_registry = rt;
+    pthread_mutex_unlock(&echo_registry_lock);
+
+    nbffi_logf(q, NBFFI_LOG_INFO, "echo runtime started, %d thread(s)",
+               rt->nthreads);
+    return 0;
+
+failed:
+    (void) pthread_mutex_destroy(&rt->hold_lock);
+    free(rt);
+    return -1;
+}
+
+
+void
+nbffi_runtime_fini(nbffi_queue_t *q)
+{
+    int          i;
+    echo_rt_t   *rt, **p;
+
+    pthread_mutex_lock(&echo_registry_lock);
+    for (p = &echo_registry; *p != NULL && (*p)->q != q; p = &(*p)->next) {
+        /* void */
+    }
+    rt = *p;
+    if (rt != NULL) {
+        *p = rt->next;
+    }
+    pthread_mutex_unlock(&echo_registry_lock);
+
+    if (rt == NULL) {
+        return;
+    }
+
+    /* The queue is closed: the threads drain it and leave. */
+    for (i = 0; i < rt->nthreads; i++) {
+        (void) pthread_join(rt->threads[i], NULL);
+    }
+
+    echo_release_held(rt);
+    free(rt->held);
+    (void) pthread_mutex_destroy(&rt->hold_lock);
+    free(rt);
+}
+
+
+static int
+echo_parse_cfg(echo_rt_t *rt, const char *cfg, size_t len, char *err,
+    size_t err_len)
+{
+    long         n;
+    char         val[256];
+    size_t       i, k, klen, vlen;
+    const char  *key, *eq;
+
+    for (i = 0; i < len; /* void */) {
+        while (i < len && isspace((unsigned char) cfg[i])) {
+            i++;
+        }
+        if (i == len) {
+            break;
+        }
+
+        key = cfg + i;
+        for (k = i; k < len && !isspace((unsigned char) cfg[k]); k++) {
+            /* void */
+        }
+        eq = memchr(key, '=', k - i);
+        if (eq == NULL) {
+            snprintf(err, err_len, "cfg: expected key=value, got \"%.*s\"",
+                     (int) (k - i), key);
+            return -1;
+        }
+
+        klen = (size_t) (eq - key);
+        vlen = k - i - klen - 1;
+        if (vlen >= sizeof(val)) {
+            snprintf(err, err_len, "cfg: value of \"%.*s\" too long",
+                     (int) klen, key);
+            return -1;
+        }
+        memcpy(val, eq + 1, vlen);
+        val[vlen] = '\0';
+        i = k;
+
+        if (klen == 7 && memcmp(key, "threads", 7) == 0) {
+            n = strtol(val, NULL, 10);
+            if (n < 1 || n > ECHO_MAX_THREADS) {
+                snprintf(err, err_len, "cfg: threads must be 1..%d, got "
+                         "\"%s\"", ECHO_MAX_THREADS, val);
+                return -1;
+            }
+            rt->nthreads = (int) n;
+
+        } else if (klen == 4 && memcmp(key, "fail", 4) == 0) {
+            snprintf(err, err_len, "%s", val);
+            return -1;
+
+        } else {
+            snprintf(err, err_len, "cfg: unknown key \"%.*s\"", (int) klen,
+                     key);
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
+static void *
+echo_thread(void *arg)
+{
+    int            i, n;
+    echo_rt_t     *rt = arg;
+    nbffi_task_t  *tasks[ECHO_BATCH];
+
+    for ( ;; ) {
+        n = nbffi_queue_pop(rt->q, tasks, ECHO_BATCH, -1);
+        if (n < 0) {
+            break;          /* NBFFI_ECLOSED: end of queue */
+        }
+
+        for (i = 0; i < n; i++) {
+            echo_handle(rt, tasks[i]);
+        }
+    }
+
+    echo_release_held(rt);
+    return NULL;
+}
+
+
+static void
+echo_handle(echo_rt_t *rt, nbffi_task_t *task)
+{
+    long             ms;
+    char             buf[32];
+    char            *up;
+    size_t           mlen, plen, i;
+    const char      *method, *payload;
+    struct timespec  ts;
+
+    method = nbffi_task_method(task, &mlen);
+    payload = nbffi_task_payload(task, &plen);
+
+    if (strcmp(method, "echo") == 0) {
+        echo_reply(rt, task, 0, payload, plen);
+
+    } else if (strcmp(method, "upper") == 0) {
+        up = malloc(plen ? plen : 1);
+        if (up == NULL) {
+            echo_reply(rt, task, 3, "out of memory", 13);
+            return;
+        }
+        for (i = 0; i < plen; i++) {
+            up[i] = (char) toupper((unsigned char) payload[i]);
+        }
+        /* hand the buffer over: nbffi frees it after the host copied it */
+        atomic_fetch_add(&rt->answered, 1);
+        (void) nbffi_task_respond_owned(task, 0, up, plen,
+                                        (nbffi_free_cb) (void (*)(void))
+                                        free, NULL);
+
+    } else if (strcmp(method, "sleep") == 0) {
+        snprintf(buf, sizeof(buf), "%.*s",
+                 (int) (plen < sizeof(buf) - 1 ? plen : sizeof(buf) - 1),
+                 payload);
+        ms = strtol(buf, NULL, 10);
+        ts.tv_sec = ms / 1000;
+        ts.tv_nsec = (ms % 1000) * 1000000;
+        while (nanosleep(&ts, &ts) != 0) { /* EINTR: sleep the rest */ }
+        echo_reply(rt, task, 0, "slept", 5);
+
+    } else if (strcmp(method, "error") == 0) {
+        echo_reply(rt, task, 1, payload, plen);
+
+    } else if (strcmp(method, "hold") == 0) {
+        echo_hold(rt, task);
+
+    } else if (strcmp(method, "count") == 0) {
+        i = (size_t) snprintf(buf, sizeof(buf), "%lu",
+                              atomic_load(&rt->answered));
+        echo_reply(rt, task, 0, buf, i);
+
+    } else if (strcmp(method, "log") == 0) {
+        nbffi_log(rt->q, NBFFI_LOG_NOTICE, payload, plen);
+        echo_reply(rt, task, 0, "logged", 6);
+
+    } else {
+        i = (size_t) snprintf(buf, sizeof(buf), "unknown method");
+        echo_reply(rt, task, 2, buf, i);
+    }
+}
+
+
+static void
+echo_reply(echo_rt_t *rt, nbffi_task_t *task, int status, const void *data,
+    size_t len)
+{
+    atomic_fetch_add(&rt->answered, 1);
+    (void) nbffi_task_respond(task, status, data, len);
+}
+
+
+static void
+echo_hold(echo_rt_t *rt, nbffi_task_t *task)
+{
+    size_t          cap;
+    nbffi_task_t  **held;
+
+    pthread_mutex_lock(&rt->hold_lock);
+
+    if (rt->nheld == rt->held_cap) {
+        cap = rt->held_cap ? rt->held_cap * 2 : 16;
+        held = realloc(rt->held, cap * sizeof(nbffi_task_t *));
+        if (held == NULL) {
+            pthread_mutex_unlock(&rt->hold_lock);
+            echo_reply(rt, task, 3, "out of memory", 13);
+            return;
+        }
+        rt->held = held;
+        rt->held_cap = cap;
+    }
+
+    rt->held[rt->nheld++] = task;
+
+    pthread_mutex_unlock(&rt->hold_lock);
+}
+
+
+static void
+echo_release_held(echo_rt_t *rt)
+{
+    size_t  i, n;
+
+    pthread_mutex_lock(&rt->hold_lock);
+    n = rt->nheld;
+    rt->nheld = 0;
+    for (i = 0; i < n; i++) {
+        echo_reply(rt, rt->held[i], 0, "released", 8);
+    }
+    pthread_mutex_unlock(&rt->hold_lock);
+}
