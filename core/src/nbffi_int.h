@@ -62,7 +62,7 @@ struct nbffi_task_s {
     size_t                reply_len;
     nbffi_free_cb         reply_free;
     void                 *reply_ud;
-    unsigned              reply_malloced:1;
+    unsigned char         reply_malloced;  /* no bit-field: see released */
 
     /* host thread only */
     unsigned              released:1;

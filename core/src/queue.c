@@ -401,10 +401,12 @@ void
 nbffi__inflight_unlink(nbffi_queue_t *q, nbffi_task_t *task)
 {
     pthread_mutex_lock(&q->ilock);
-    task->prev->next = task->next;
-    task->next->prev = task->prev;
-    task->next = NULL;
-    task->prev = NULL;
+    if (task->prev != NULL) {
+        task->prev->next = task->next;
+        task->next->prev = task->prev;
+        task->next = NULL;
+        task->prev = NULL;
+    }
     pthread_mutex_unlock(&q->ilock);
 }
 

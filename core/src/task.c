@@ -209,11 +209,9 @@ nbffi__task_finish(nbffi_task_t *task, int status)
 {
     nbffi_host_t  *host;
 
-    /* Only the answering thread touches a popped task's link, and only
-     * linked (popped) tasks have prev set. */
-    if (task->prev != NULL) {
-        nbffi__inflight_unlink(&task->rt->q, task);
-    }
+    /* Popped tasks are linked in the in-flight list; the unlink checks
+     * under its lock, since unlinking a neighbour writes this prev. */
+    nbffi__inflight_unlink(&task->rt->q, task);
 
     task->status = status;
     host = task->host;
