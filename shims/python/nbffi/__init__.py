@@ -1,0 +1,16 @@
+"""Helpers for writing Python handlers served by nbffi.
+
+A handler is a module, a class (instantiated once per runtime) or an object
+whose public methods take the call's payload as ``bytes`` and return the
+reply as ``bytes`` (or ``str``, sent as UTF-8, or ``None`` for an empty
+reply).  ``async def`` methods run on an asyncio loop owned by the runtime
+thread; a method ``X_batch(list[bytes]) -> list[bytes]`` serves calls to
+``X`` in micro-batches.  See the README next to this package for the cfg
+format and the rules.
+"""
+
+from ._errors import STATUS_ERROR, STATUS_NO_METHOD, Error
+from ._handler import batch
+
+__all__ = ["Error", "STATUS_ERROR", "STATUS_NO_METHOD", "batch"]
+__version__ = "0.1.0"

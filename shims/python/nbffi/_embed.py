@@ -1,0 +1,41 @@
+"""The entry point of the C loader (libnbffi_python.so), also used by
+nbffi.testing: ``start`` on the runtime thread, then ``serve``."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+from . import _handler, _log, _paths
+from ._config import ConfigError, parse
+from ._errors import format_exception
+from ._serve import Server
+
+
+def start(queue: Any, cfg: bytes) -> Tuple[Optional[Server], str]:
+    """Parses cfg, sets up sys.path and logging, imports the handler.
+
+    Returns (server, "") or (None, error text): the text of a ConfigError
+    alone, the full traceback of anything else (the handler's import).
+    """
+    config = None
+    try:
+        config = parse(cfg)
+        _paths.apply(config)
+        _log.bind(queue, config.log_level)
+        target = _handler.resolve(config)
+        table = _handler.methods(target, config.batch)
+    except BaseException as exc:
+        _log.unbind(queue)
+        where = f"handler {config.handler!r}: " if config else ""
+        if isinstance(exc, ConfigError):
+            return None, f"python cfg: {where}{exc}"
+        return None, f"python: cannot load {where}{format_exception(exc)}"
+    return Server(queue, config, target, table), ""
+
+
+def serve(server: Server) -> None:
+    """Serves until the queue is closed and every call is answered."""
+    try:
+        server.serve()
+    finally:
+        _log.unbind(server.queue)

@@ -1,0 +1,1 @@
+raise RuntimeError("import-time failure")
