@@ -272,6 +272,27 @@ NBFFI_EXTERN void nbffi_host_set_log(nbffi_host_t *host, nbffi_log_cb cb,
     void *ud);
 
 /*
+ * Host thread.  Bounds how long nbffi_runtime_load() waits for a runtime's
+ * init: timeout_ms > 0 runs init on a helper thread (nbffi_thread_create)
+ * and fails the load with NBFFI_EINIT, "init did not return within N ms",
+ * when it has not returned by then; 0 calls init on the host thread and
+ * waits as long as it takes.  The default is 0, or the value of the
+ * environment variable NBFFI_INIT_TIMEOUT_MS (decimal milliseconds) when
+ * nbffi_host_new() was called.
+ *
+ * A stuck init cannot be stopped safely, so on timeout nbffi leaves it
+ * running and leaks what it may still touch: its helper thread, the
+ * runtime's queue and the library.  Should init return later, the queue is
+ * closed (threads it started see end-of-queue and exit, unjoined; fini is
+ * never called).  Lines it logs go to the host while the host lives and
+ * are dropped after nbffi_host_free(), which then closes the host's
+ * descriptors but keeps its memory (a few hundred bytes) for the stuck
+ * thread to log into.
+ */
+NBFFI_EXTERN void nbffi_host_set_init_timeout(nbffi_host_t *host,
+    int64_t timeout_ms);
+
+/*
  * Host thread.  Loads a runtime library and starts a runtime in it.
  *
  * lib is a path (it contains a '/') or a short name: "echo" is looked up as
@@ -283,11 +304,13 @@ NBFFI_EXTERN void nbffi_host_set_log(nbffi_host_t *host, nbffi_log_cb cb,
  *         size_t cfg_len, char *err, size_t err_len);
  * and may export
  *     void nbffi_runtime_fini(nbffi_queue_t *q);
- * init is called once, on this thread, with cfg (cfg_len bytes, may hold
- * NUL bytes, need not be NUL-terminated; valid only during the call) and
- * the new runtime's queue.  It starts the threads that pop from q and
- * returns 0, or returns non-zero after writing a NUL-terminated message to
- * err.  fini, if exported, is called by nbffi_runtime_free() after the
+ * init is called once, on this thread (on a helper thread when the host
+ * has an init timeout, see nbffi_host_set_init_timeout), with cfg
+ * (cfg_len bytes, may hold NUL bytes, need not be NUL-terminated; valid
+ * only during the call) and the new runtime's queue.  It starts the
+ * threads that pop from q and returns 0, or returns non-zero after writing
+ * a NUL-terminated message to err.  fini, if exported, is called by
+ * nbffi_runtime_free() after the
  * queue is closed and must return only once no thread of the runtime will
  * touch q or any of its tasks again (join them there).
  *
@@ -296,9 +319,10 @@ NBFFI_EXTERN void nbffi_host_set_log(nbffi_host_t *host, nbffi_log_cb cb,
  *
  * On failure returns NBFFI_ELOAD, NBFFI_ESYM, NBFFI_EABI, NBFFI_EINIT,
  * NBFFI_ENOMEM or NBFFI_EINVAL and writes a NUL-terminated message to err
- * (dlerror's text, the missing symbol, both ABI versions, or init's own
- * message).  The library is never dlclose'd: runtimes such as Go cannot
- * be unloaded.  On success *out is the caller's until nbffi_runtime_free().
+ * (dlerror's text, the missing symbol, both ABI versions, init's own
+ * message, or "init did not return within N ms").  The library is never
+ * dlclose'd: runtimes such as Go cannot be unloaded.  On success *out is
+ * the caller's until nbffi_runtime_free().
  */
 NBFFI_EXTERN int nbffi_runtime_load(nbffi_host_t *host, const char *lib,
     const char *search_path, const void *cfg, size_t cfg_len,
@@ -316,8 +340,10 @@ NBFFI_EXTERN void nbffi_runtime_close(nbffi_runtime_t *rt);
  * Host thread.  Closes the runtime, calls its fini (which may block until
  * the runtime's threads have exited: call this when no call is in flight,
  * or at process exit), then completes every task the runtime popped and
- * never answered with NBFFI_ECLOSED.  The runtime's memory is freed once
- * all its tasks are reaped or released; rt must not be used after this.
+ * never answered with NBFFI_ECLOSED.  A runtime that exports no fini gets
+ * only the close: its unanswered tasks stay pending, so a runtime with
+ * threads must export fini.  The runtime's memory is freed once all its
+ * tasks are reaped or released; rt must not be used after this.
  */
 NBFFI_EXTERN void nbffi_runtime_free(nbffi_runtime_t *rt);
 
@@ -370,8 +396,7 @@ NBFFI_EXTERN const void *nbffi_task_reply(nbffi_task_t *task, size_t *len);
  */
 NBFFI_EXTERN void nbffi_task_release(nbffi_task_t *task);
 
-/* Any thread holding a reference.  Nonzero, unique among the tasks posted
- * from one host. */
+/* Any thread holding a reference.  A per-process unique, nonzero id. */
 NBFFI_EXTERN uint64_t nbffi_task_id(nbffi_task_t *task);
 
 

@@ -32,6 +32,7 @@ static nbffi_task_t *nbffi__host_take(nbffi_host_t *host);
 static int nbffi__host_ready(nbffi_host_t *host, nbffi_task_t *task);
 static void nbffi__host_count(nbffi_runtime_t *rt, uint64_t ok,
     uint64_t failed, uint64_t timed_out, uint64_t finished);
+static int64_t nbffi__env_ms(const char *name);
 
 
 int
@@ -52,8 +53,10 @@ nbffi_host_new(nbffi_host_t **out, unsigned flags)
 
     host->flags = flags;
     host->listen_fd = -1;
+    host->init_timeout_ms = nbffi__env_ms("NBFFI_INIT_TIMEOUT_MS");
     atomic_init(&host->done, NULL);
     atomic_init(&host->signaled, 0);
+    atomic_init(&host->pushers, 0);
 
     if (flags & NBFFI_HOST_NOTIFY_SOCKET) {
         host->notify_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
@@ -84,12 +87,37 @@ nbffi_host_free(nbffi_host_t *host)
         return NBFFI_EBUSY;
     }
 
+    /* Every task is freed, but the thread that answered the last one may
+     * still be about to write the notifier: a few instructions away. */
+    while (atomic_load_explicit(&host->pushers, memory_order_acquire) != 0) {
+        nbffi__cpu_relax();
+    }
+
     nbffi__host_listen_cleanup(host);
+
+    if (host->orphans != 0) {
+        /* A stuck init may still log through this host (see load.c): it
+         * finds it gone, so the memory and the lock stay. */
+        pthread_mutex_lock(&host->log_lock);
+        host->gone = 1;
+        nbffi__log_destroy(host);
+        pthread_mutex_unlock(&host->log_lock);
+        (void) close(host->notify_fd);
+        return 0;
+    }
+
     (void) close(host->notify_fd);
     nbffi__log_destroy(host);
     (void) pthread_mutex_destroy(&host->log_lock);
     free(host);
     return 0;
+}
+
+
+void
+nbffi_host_set_init_timeout(nbffi_host_t *host, int64_t timeout_ms)
+{
+    host->init_timeout_ms = timeout_ms > 0 ? timeout_ms : 0;
 }
 
 
@@ -282,6 +310,8 @@ nbffi__host_push_done(nbffi_host_t *host, nbffi_task_t *task)
 {
     nbffi_task_t  *head;
 
+    atomic_fetch_add_explicit(&host->pushers, 1, memory_order_acquire);
+
     head = atomic_load_explicit(&host->done, memory_order_relaxed);
     do {
         task->dnext = head;
@@ -294,6 +324,8 @@ nbffi__host_push_done(nbffi_host_t *host, nbffi_task_t *task)
     {
         nbffi__host_notify(host);
     }
+
+    atomic_fetch_sub_explicit(&host->pushers, 1, memory_order_release);
 }
 
 
@@ -481,4 +513,24 @@ uint64_t
 nbffi_host_tasks_freed(nbffi_host_t *host)
 {
     return host->freed;
+}
+
+
+/* A non-negative decimal from the environment, else 0. */
+static int64_t
+nbffi__env_ms(const char *name)
+{
+    char        *end;
+    long long    v;
+    const char  *s;
+
+    s = getenv(name);
+    if (s == NULL || *s < '0' || *s > '9') {
+        return 0;
+    }
+
+    errno = 0;
+    v = strtoll(s, &end, 10);
+
+    return (errno != 0 || *end != '\0') ? 0 : v;
 }

@@ -7,8 +7,10 @@
  */
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nbffi_int.h"
@@ -19,9 +21,33 @@ typedef int (*nbffi__init_fn)(nbffi_queue_t *q, const void *cfg,
     size_t cfg_len, char *err, size_t err_len);
 typedef void (*nbffi__fini_fn)(nbffi_queue_t *q);
 
+/*
+ * An init run on a helper thread, shared by the host thread and the helper
+ * (refs, under lock); the last one out frees it.  It holds a copy of cfg
+ * and its own error buffer, since the helper may outlive the load.
+ */
+typedef struct {
+    pthread_mutex_t       lock;
+    pthread_cond_t        cond;
+    int                   refs;
+    int                   done;
+    int                   abandoned;
+    int                   rc;
+    nbffi__init_fn        init_fn;
+    nbffi_runtime_t      *rt;
+    char                  err[1024];
+    size_t                cfg_len;
+    char                  cfg[];
+} nbffi__init_call_t;
+
 
 static void *nbffi__open(const char *lib, const char *search_path, int mode,
     char *err, size_t err_len);
+static int nbffi__init_bounded(nbffi_runtime_t *rt, nbffi__init_fn init_fn,
+    const void *cfg, size_t cfg_len, int64_t timeout_ms, char *err,
+    size_t err_len, int *abandoned);
+static void *nbffi__init_thread(void *arg);
+static void nbffi__init_call_unref(nbffi__init_call_t *call);
 static void nbffi__set_err(char *err, size_t err_len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -32,7 +58,7 @@ nbffi_runtime_load(nbffi_host_t *host, const char *lib,
     uint32_t max_queue, uint64_t max_payload, unsigned flags,
     nbffi_runtime_t **out, char *err, size_t err_len)
 {
-    int               rc, mode;
+    int               rc, mode, abandoned;
     char              ierr[1024];
     void             *dl;
     unsigned          abi;
@@ -95,7 +121,23 @@ nbffi_runtime_load(nbffi_host_t *host, const char *lib,
     atomic_init(&rt->refs, 1);
 
     ierr[0] = '\0';
-    rc = init_fn(&rt->q, cfg, cfg_len, ierr, sizeof(ierr));
+
+    if (host->init_timeout_ms > 0) {
+        rc = nbffi__init_bounded(rt, init_fn, cfg, cfg_len,
+                                 host->init_timeout_ms, ierr, sizeof(ierr),
+                                 &abandoned);
+        if (abandoned) {
+            /* rt stays allocated for the stuck init, see the header. */
+            host->orphans++;
+            nbffi__set_err(err, err_len, "%s: init did not return within "
+                           "%lld ms", lib, (long long) host->init_timeout_ms);
+            return NBFFI_EINIT;
+        }
+
+    } else {
+        rc = init_fn(&rt->q, cfg, cfg_len, ierr, sizeof(ierr));
+    }
+
     if (rc != 0) {
         ierr[sizeof(ierr) - 1] = '\0';
         nbffi__set_err(err, err_len, "%s: init failed: %s", lib,
@@ -190,6 +232,158 @@ nbffi_runtime_stats(nbffi_runtime_t *rt, nbffi_stats_t *out)
     out->in_flight = posted >= finished ? posted - finished : 0;
     out->queued = atomic_load_explicit(&rt->q.len, memory_order_relaxed);
     out->refused = atomic_load_explicit(&rt->refused, memory_order_relaxed);
+}
+
+
+/*
+ * Runs init on a helper thread and waits for it at most timeout_ms.
+ * Returns init's result (or -1 with a message when the helper cannot
+ * start); on timeout sets *abandoned and leaves the helper to finish alone.
+ */
+static int
+nbffi__init_bounded(nbffi_runtime_t *rt, nbffi__init_fn init_fn,
+    const void *cfg, size_t cfg_len, int64_t timeout_ms, char *err,
+    size_t err_len, int *abandoned)
+{
+    int                  rc;
+    int64_t              until;
+    pthread_t            tid;
+    struct timespec      ts;
+    pthread_condattr_t   attr;
+    nbffi__init_call_t  *call;
+
+    *abandoned = 0;
+
+    call = calloc(1, sizeof(nbffi__init_call_t) + cfg_len);
+    if (call == NULL) {
+        nbffi__set_err(err, err_len, "out of memory");
+        return -1;
+    }
+
+    if (pthread_mutex_init(&call->lock, NULL) != 0) {
+        goto failed_lock;
+    }
+
+    /* Wait on the deadlines' clock, immune to clock jumps. */
+    if (pthread_condattr_init(&attr) != 0) {
+        goto failed_attr;
+    }
+    rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (rc == 0) {
+        rc = pthread_cond_init(&call->cond, &attr);
+    }
+    (void) pthread_condattr_destroy(&attr);
+    if (rc != 0) {
+        goto failed_attr;
+    }
+
+    call->refs = 2;
+    call->init_fn = init_fn;
+    call->rt = rt;
+    call->cfg_len = cfg_len;
+    if (cfg_len != 0) {
+        memcpy(call->cfg, cfg, cfg_len);
+    }
+
+    rc = nbffi_thread_create(&tid, nbffi__init_thread, call);
+    if (rc != 0) {
+        nbffi__set_err(err, err_len, "cannot start a thread for init: %s",
+                       strerror(-rc));
+        (void) pthread_cond_destroy(&call->cond);
+        (void) pthread_mutex_destroy(&call->lock);
+        free(call);
+        return -1;
+    }
+
+    until = nbffi_now_ns();
+    until = (timeout_ms < (INT64_MAX - until) / 1000000)
+            ? until + timeout_ms * 1000000 : INT64_MAX;
+    ts.tv_sec = until / 1000000000;
+    ts.tv_nsec = until % 1000000000;
+
+    pthread_mutex_lock(&call->lock);
+
+    while (!call->done) {
+        if (pthread_cond_timedwait(&call->cond, &call->lock, &ts)
+            == ETIMEDOUT)
+        {
+            break;
+        }
+    }
+
+    if (call->done) {
+        rc = call->rc;
+        (void) memcpy(err, call->err, err_len < sizeof(call->err)
+                                      ? err_len : sizeof(call->err));
+    } else {
+        rc = -1;
+        call->abandoned = 1;
+        *abandoned = 1;
+    }
+
+    pthread_mutex_unlock(&call->lock);
+
+    /* A helper that is done only has to unlock and leave: join it, so
+     * that no thread outlives a load that returned. */
+    if (*abandoned) {
+        (void) pthread_detach(tid);
+    } else {
+        (void) pthread_join(tid, NULL);
+    }
+
+    nbffi__init_call_unref(call);
+    return rc;
+
+failed_attr:
+    (void) pthread_mutex_destroy(&call->lock);
+failed_lock:
+    free(call);
+    nbffi__set_err(err, err_len, "cannot create a lock for init");
+    return -1;
+}
+
+
+static void *
+nbffi__init_thread(void *arg)
+{
+    int                  rc, abandoned;
+    nbffi__init_call_t  *call = arg;
+
+    rc = call->init_fn(&call->rt->q, call->cfg, call->cfg_len, call->err,
+                       sizeof(call->err));
+
+    pthread_mutex_lock(&call->lock);
+    call->rc = rc;
+    call->done = 1;
+    abandoned = call->abandoned;
+    pthread_cond_signal(&call->cond);
+    pthread_mutex_unlock(&call->lock);
+
+    if (abandoned && rc == 0) {
+        /* Nobody posts to this runtime nor frees it: let the threads its
+         * init started see end-of-queue and exit. */
+        nbffi__queue_close(&call->rt->q);
+    }
+
+    nbffi__init_call_unref(call);
+    return NULL;
+}
+
+
+static void
+nbffi__init_call_unref(nbffi__init_call_t *call)
+{
+    int  last;
+
+    pthread_mutex_lock(&call->lock);
+    last = (--call->refs == 0);
+    pthread_mutex_unlock(&call->lock);
+
+    if (last) {
+        (void) pthread_cond_destroy(&call->cond);
+        (void) pthread_mutex_destroy(&call->lock);
+        free(call);
+    }
 }
 
 

@@ -31,7 +31,9 @@ nbffi_log(nbffi_queue_t *q, int level, const char *msg, size_t len)
 
     if (!(host->flags & NBFFI_HOST_LOG_QUEUE)) {
         pthread_mutex_lock(&host->log_lock);
-        if (host->log_cb != NULL) {
+        if (host->gone) {
+            /* void: freed while an orphan runtime lives, see host.c */
+        } else if (host->log_cb != NULL) {
             host->log_cb(host->log_ud, level, msg, len);
         } else {
             fprintf(stderr, "nbffi [%s] %.*s\n", nbffi__level_name(level),
@@ -56,6 +58,12 @@ nbffi_log(nbffi_queue_t *q, int level, const char *msg, size_t len)
 
     pthread_mutex_lock(&host->log_lock);
 
+    if (host->gone) {
+        pthread_mutex_unlock(&host->log_lock);
+        free(line);
+        return;
+    }
+
     if (host->log_count == NBFFI__LOG_MAX_LINES) {
         old = host->log_head;
         host->log_head = old->next;
@@ -71,14 +79,15 @@ nbffi_log(nbffi_queue_t *q, int level, const char *msg, size_t len)
     host->log_tail = line;
     host->log_count++;
 
-    pthread_mutex_unlock(&host->log_lock);
-
-    free(old);
-
-    /* Wake the host as a completion would. */
+    /* Wake the host as a completion would; under the lock, so that
+     * nbffi_host_free never closes the notifier under this write. */
     if (!atomic_exchange(&host->signaled, 1)) {
         nbffi__host_notify(host);
     }
+
+    pthread_mutex_unlock(&host->log_lock);
+
+    free(old);
 }
 
 

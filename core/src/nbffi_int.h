@@ -135,6 +135,11 @@ struct nbffi_host_s {
     _Alignas(NBFFI__CACHE_LINE)
     _Atomic(nbffi_task_t *) done;
     atomic_int            signaled;     /* notifier written, not reaped */
+
+    /* answering threads between their push and their notifier write:
+     * nbffi_host_free waits for them, so none writes to a freed host */
+    _Alignas(NBFFI__CACHE_LINE)
+    atomic_int            pushers;
     int                   notify_fd;    /* eventfd, or the stable number
                                            of the connected socket */
     int                   listen_fd;
@@ -143,12 +148,13 @@ struct nbffi_host_s {
 
     /* host thread only */
     _Alignas(NBFFI__CACHE_LINE)
-    uint64_t              next_id;
     nbffi_task_t         *fifo_head;    /* reaped from the stack, in order */
     nbffi_task_t         *fifo_tail;
     uint64_t              allocated;
     uint64_t              freed;
     unsigned              runtimes;
+    unsigned              orphans;      /* runtimes whose init timed out */
+    int64_t               init_timeout_ms;
 
     pthread_mutex_t       log_lock;
     nbffi__log_line_t    *log_head;
@@ -157,6 +163,7 @@ struct nbffi_host_s {
     uint64_t              log_dropped;
     nbffi_log_cb          log_cb;
     void                 *log_ud;
+    int                   gone;         /* freed with orphans: drop lines */
 };
 
 /* error.c */

@@ -14,6 +14,9 @@
 static void nbffi__task_finish(nbffi_task_t *task, int status);
 
 
+static atomic_ullong  nbffi__next_id = 1;
+
+
 int
 nbffi_call(nbffi_host_t *host, nbffi_runtime_t *rt, const char *method,
     size_t mlen, const void *payload, size_t plen, int64_t deadline_ns,
@@ -54,7 +57,8 @@ nbffi_call(nbffi_host_t *host, nbffi_runtime_t *rt, const char *method,
     memset(task, 0, sizeof(nbffi_task_t));
     task->host = host;
     task->rt = rt;
-    task->id = ++host->next_id;
+    task->id = atomic_fetch_add_explicit(&nbffi__next_id, 1,
+                                         memory_order_relaxed);
     task->deadline = deadline_ns;
     task->method_len = mlen;
     task->inline_cap = cap;

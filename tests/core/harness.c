@@ -1,0 +1,236 @@
+/* See harness.h. */
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "harness.h"
+
+#define T_REAP_BATCH  64
+
+struct t_ctl *
+t_ctl_get(void)
+{
+    void          *h;
+    struct t_ctl  *(*fn)(void);
+
+    /* Only finds the copy that nbffi_runtime_load() opened. */
+    h = dlopen(T_CTL_PATH, RTLD_NOW | RTLD_NOLOAD);
+    assert_non_null(h);
+
+    *(void **) &fn = dlsym(h, "t_ctl");
+    assert_non_null(fn);
+
+    (void) dlclose(h);
+
+    return fn();
+}
+
+nbffi_runtime_t *
+t_load_ctl(nbffi_host_t *host, uint32_t max_queue, uint64_t max_payload,
+    nbffi_queue_t **q)
+{
+    char              err[256];
+    nbffi_runtime_t  *rt;
+
+    rt = NULL;
+    err[0] = '\0';
+
+    assert_int_equal(nbffi_runtime_load(host, T_CTL_PATH, NULL, "", 0,
+                                        max_queue, max_payload, 0, &rt, err,
+                                        sizeof(err)), 0);
+    assert_non_null(rt);
+
+    if (q != NULL) {
+        *q = t_ctl_get()->q;
+        assert_non_null(*q);
+    }
+
+    return rt;
+}
+
+int
+t_fx_setup(void **state)
+{
+    struct t_fx  *fx;
+
+    fx = calloc(1, sizeof(*fx));
+    assert_non_null(fx);
+
+    assert_int_equal(nbffi_host_new(&fx->host, NBFFI_HOST_NOTIFY_EVENTFD), 0);
+    fx->rt = t_load_ctl(fx->host, 0, 0, &fx->q);
+
+    *state = fx;
+
+    return 0;
+}
+
+int
+t_fx_teardown(void **state)
+{
+    struct t_fx  *fx;
+
+    fx = *state;
+
+    if (fx->rt != NULL) {
+        nbffi_runtime_free(fx->rt);
+    }
+
+    t_host_finish(fx->host);
+    free(fx);
+
+    return 0;
+}
+
+void
+t_host_finish(nbffi_host_t *host)
+{
+    int            i, n;
+    nbffi_task_t  *out[T_REAP_BATCH];
+
+    do {
+        n = nbffi_host_reap(host, out, T_REAP_BATCH);
+        assert_true(n >= 0);
+
+        for (i = 0; i < n; i++) {
+            nbffi_task_release(out[i]);
+        }
+
+    } while (n > 0);
+
+    assert_int_equal(nbffi_host_tasks_live(host), 0);
+    assert_int_equal(nbffi_host_tasks_allocated(host),
+                     nbffi_host_tasks_freed(host));
+    assert_int_equal(nbffi_host_free(host), 0);
+}
+
+int
+t_readable(int fd, int timeout_ms)
+{
+    int            rc;
+    struct pollfd  p;
+
+    p.fd = fd;
+    p.events = POLLIN;
+    p.revents = 0;
+
+    do {
+        rc = poll(&p, 1, timeout_ms);
+    } while (rc < 0 && errno == EINTR);
+
+    assert_true(rc >= 0);
+
+    return rc == 1 && (p.revents & POLLIN);
+}
+
+size_t
+t_sock_drain(int fd)
+{
+    char     buf[256];
+    size_t   total;
+    ssize_t  n;
+
+    total = 0;
+
+    for ( ;; ) {
+        n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n <= 0) {
+            break;
+        }
+        total += (size_t) n;
+    }
+
+    return total;
+}
+
+nbffi_task_t *
+t_call(nbffi_host_t *host, nbffi_runtime_t *rt, const char *method,
+    const char *payload)
+{
+    nbffi_task_t  *task;
+
+    task = NULL;
+
+    assert_int_equal(nbffi_call(host, rt, method, strlen(method), payload,
+                                strlen(payload), 0, 0, &task), 0);
+    assert_non_null(task);
+
+    return task;
+}
+
+nbffi_task_t *
+t_pop1(nbffi_queue_t *q)
+{
+    nbffi_task_t  *task;
+
+    task = NULL;
+    assert_int_equal(nbffi_queue_pop(q, &task, 1, 0), 1);
+    assert_non_null(task);
+
+    return task;
+}
+
+int
+t_reap(nbffi_host_t *host, nbffi_task_t **out, int max)
+{
+    int  n, fd;
+
+    fd = nbffi_host_fd(host);
+    assert_true(fd >= 0);
+
+    for ( ;; ) {
+        nbffi_host_drain(host);
+
+        n = nbffi_host_reap(host, out, max);
+        assert_true(n >= 0);
+
+        if (n > 0) {
+            return n;
+        }
+
+        assert_true(t_readable(fd, T_WAIT_MS));
+    }
+}
+
+nbffi_task_t *
+t_reap1(nbffi_host_t *host)
+{
+    nbffi_task_t  *task;
+
+    assert_int_equal(t_reap(host, &task, 1), 1);
+
+    return task;
+}
+
+nbffi_stats_t
+t_stats(nbffi_runtime_t *rt)
+{
+    nbffi_stats_t  st;
+
+    memset(&st, 0xff, sizeof(st));
+    nbffi_runtime_stats(rt, &st);
+
+    return st;
+}
+
+void
+t_reply_is(nbffi_task_t *task, int status, const char *reply)
+{
+    size_t      len, want;
+    const void  *p;
+
+    assert_int_equal(nbffi_task_status(task), status);
+
+    want = reply != NULL ? strlen(reply) : 0;
+    len = (size_t) -1;
+    p = nbffi_task_reply(task, &len);
+
+    assert_int_equal(len, want);
+    if (want > 0) {
+        assert_non_null(p);
+        assert_memory_equal(p, reply, want);
+    }
+}

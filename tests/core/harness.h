@@ -1,0 +1,73 @@
+/*
+ * Helpers shared by the core tests: a fixture with an eventfd host and a
+ * t_ctl runtime, waiting on notifiers, and one-line call/pop/reap steps
+ * that fail the test on any error.
+ */
+
+#ifndef T_HARNESS_H
+#define T_HARNESS_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <nbffi.h>
+
+#include "rt_ctl.h"
+
+/* How long a test waits for an event that must come before it fails. */
+#define T_WAIT_MS  20000
+
+struct t_fx {
+    nbffi_host_t     *host;
+    nbffi_runtime_t  *rt;
+    nbffi_queue_t    *q;
+};
+
+/* The state of the libt_ctl.so that the core loaded. */
+struct t_ctl *t_ctl_get(void);
+
+/* Loads libt_ctl.so on host; *q is the new runtime's queue. */
+nbffi_runtime_t *t_load_ctl(nbffi_host_t *host, uint32_t max_queue,
+    uint64_t max_payload, nbffi_queue_t **q);
+
+/* cmocka setup/teardown: an eventfd host with a t_ctl runtime. */
+int t_fx_setup(void **state);
+int t_fx_teardown(void **state);
+
+#define T_FX(fn)                                                             \
+    cmocka_unit_test_setup_teardown(fn, t_fx_setup, t_fx_teardown)
+
+/*
+ * Reaps and releases what is left, checks that every task was freed and
+ * frees the host.
+ */
+void t_host_finish(nbffi_host_t *host);
+
+/* 1 when fd becomes readable within timeout_ms, else 0. */
+int t_readable(int fd, int timeout_ms);
+
+/* Bytes readable on a socket without blocking (MSG_DONTWAIT). */
+size_t t_sock_drain(int fd);
+
+nbffi_task_t *t_call(nbffi_host_t *host, nbffi_runtime_t *rt,
+    const char *method, const char *payload);
+
+/* Pops exactly one task without waiting. */
+nbffi_task_t *t_pop1(nbffi_queue_t *q);
+
+/*
+ * Eventfd hosts: waits on the notifier until a reap returns tasks, and
+ * returns their number.
+ */
+int t_reap(nbffi_host_t *host, nbffi_task_t **out, int max);
+nbffi_task_t *t_reap1(nbffi_host_t *host);
+
+nbffi_stats_t t_stats(nbffi_runtime_t *rt);
+
+/* Asserts status and reply (a string, or NULL for an empty reply). */
+void t_reply_is(nbffi_task_t *task, int status, const char *reply);
+
+#endif /* T_HARNESS_H */

@@ -1,0 +1,36 @@
+/*
+ * libt_ctl.so: a test runtime with no threads of its own.  The test plays
+ * the runtime side itself: it pops from the queue that init recorded here.
+ * The library calls nothing in libnbffi, so both the shared and the static
+ * test builds can load it.
+ */
+
+#ifndef T_RT_CTL_H
+#define T_RT_CTL_H
+
+#include <pthread.h>
+
+#include <nbffi.h>
+
+#define T_CTL_CFG_MAX  256
+
+struct t_ctl {
+    nbffi_queue_t  *q;                 /* queue of the latest init       */
+    unsigned        inits;
+    pthread_t       init_thread;
+    unsigned        finis;
+    unsigned char   cfg[T_CTL_CFG_MAX];
+    size_t          cfg_len;
+    /* Called by fini, e.g. to join the test's popper threads.  Cleared
+       after the call. */
+    void          (*on_fini)(nbffi_queue_t *q, void *ud);
+    void           *fini_ud;
+};
+
+/*
+ * cfg "fail:MSG" makes init fail with MSG as its message; any other cfg is
+ * recorded in cfg/cfg_len and init succeeds.
+ */
+struct t_ctl *t_ctl(void);
+
+#endif /* T_RT_CTL_H */

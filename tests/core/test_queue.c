@@ -1,0 +1,422 @@
+/*
+ * The runtime half of the request queue: batch pop, timeouts, end of
+ * queue, the queue fd, and tasks nbffi answers itself (expired, released).
+ */
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define T_HOUR_NS  (3600ll * 1000000000)
+
+struct t_popper {
+    nbffi_queue_t  *q;
+    int             rc;
+    nbffi_task_t   *task;
+    atomic_int      tid;
+    pthread_t       thread;
+};
+
+/* Blocks in pop; the main thread makes it return. */
+static void *
+t_pop_forever(void *arg)
+{
+    struct t_popper  *p;
+
+    p = arg;
+    atomic_store(&p->tid, (int) syscall(SYS_gettid));
+    p->rc = nbffi_queue_pop(p->q, &p->task, 1, -1);
+
+    return NULL;
+}
+
+/* The scheduler state of a thread of this process: 'R', 'S', ... */
+static char
+t_thread_state(int tid)
+{
+    int    n;
+    char   path[64], buf[512], *paren;
+    FILE  *f;
+
+    (void) snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+    f = fopen(path, "r");
+    assert_non_null(f);
+    n = (int) fread(buf, 1, sizeof(buf) - 1, f);
+    (void) fclose(f);
+    assert_true(n > 0);
+    buf[n] = '\0';
+
+    /* "tid (comm) S ...": comm may hold spaces and parentheses */
+    paren = strrchr(buf, ')');
+    assert_non_null(paren);
+
+    return paren[2];
+}
+
+/*
+ * Starts a popper and returns once it sleeps in nbffi_queue_pop(): no
+ * event tells that, so the thread's state is polled.
+ */
+static void
+t_start_sleeping_popper(struct t_popper *p, nbffi_queue_t *q)
+{
+    int64_t  until;
+
+    p->q = q;
+    p->rc = -99;
+    p->task = NULL;
+    atomic_init(&p->tid, 0);
+    assert_int_equal(pthread_create(&p->thread, NULL, t_pop_forever, p), 0);
+
+    until = nbffi_now_ns() + (int64_t) T_WAIT_MS * 1000000;
+
+    while (atomic_load(&p->tid) == 0 || t_thread_state(p->tid) != 'S') {
+        assert_true(nbffi_now_ns() < until);
+        (void) sched_yield();
+    }
+}
+
+static void
+t_drain_fd(int fd)
+{
+    uint64_t  v;
+
+    assert_int_equal(read(fd, &v, sizeof(v)), sizeof(v));
+}
+
+static void
+test_pop_batch_oldest_first(void **state)
+{
+    int            i;
+    char           p[8];
+    struct t_fx   *fx;
+    nbffi_task_t  *hs[5], *rs[5];
+
+    fx = *state;
+
+    for (i = 0; i < 5; i++) {
+        (void) snprintf(p, sizeof(p), "%d", i);
+        hs[i] = t_call(fx->host, fx->rt, "m", p);
+    }
+
+    assert_int_equal(nbffi_queue_pop(fx->q, rs, 3, 0), 3);
+    assert_int_equal(nbffi_queue_pop(fx->q, rs + 3, 3, 0), 2);
+
+    for (i = 0; i < 5; i++) {
+        assert_int_equal(nbffi_task_id(rs[i]), nbffi_task_id(hs[i]));
+        nbffi_task_release(hs[i]);
+    }
+}
+
+static void
+test_pop_empty_no_wait(void **state)
+{
+    struct t_fx   *fx;
+    nbffi_task_t  *task;
+
+    fx = *state;
+
+    assert_int_equal(nbffi_queue_pop(fx->q, &task, 1, 0), 0);
+}
+
+static void
+test_pop_empty_times_out(void **state)
+{
+    struct t_fx   *fx;
+    nbffi_task_t  *task;
+
+    fx = *state;
+
+    assert_int_equal(nbffi_queue_pop(fx->q, &task, 1, 1000000), 0);
+}
+
+static void
+test_pop_woken_by_call(void **state)
+{
+    struct t_fx      *fx;
+    nbffi_task_t     *task;
+    struct t_popper   p;
+
+    fx = *state;
+
+    t_start_sleeping_popper(&p, fx->q);
+    task = t_call(fx->host, fx->rt, "m", "p");
+    assert_int_equal(pthread_join(p.thread, NULL), 0);
+
+    assert_int_equal(p.rc, 1);
+    assert_int_equal(nbffi_task_id(p.task), nbffi_task_id(task));
+
+    assert_int_equal(nbffi_task_respond(p.task, 0, "r", 1), 0);
+    assert_ptr_equal(t_reap1(fx->host), task);
+    nbffi_task_release(task);
+}
+
+static void
+test_pop_woken_by_close(void **state)
+{
+    struct t_fx      *fx;
+    struct t_popper   p;
+
+    fx = *state;
+
+    t_start_sleeping_popper(&p, fx->q);
+    nbffi_runtime_close(fx->rt);
+    assert_int_equal(pthread_join(p.thread, NULL), 0);
+
+    assert_int_equal(p.rc, NBFFI_ECLOSED);
+}
+
+static void
+test_pop_without_spin(void **state)
+{
+    struct t_fx      *fx;
+    nbffi_task_t     *task;
+    struct t_popper   p;
+
+    fx = *state;
+
+    /* Every idle pop sleeps at once; a call still wakes it. */
+    nbffi_runtime_set_spin(fx->rt, 0);
+
+    t_start_sleeping_popper(&p, fx->q);
+    task = t_call(fx->host, fx->rt, "m", "p");
+    assert_int_equal(pthread_join(p.thread, NULL), 0);
+
+    assert_int_equal(p.rc, 1);
+    assert_int_equal(nbffi_task_id(p.task), nbffi_task_id(task));
+    nbffi_task_release(task);
+}
+
+static void
+test_close_delivers_queued_first(void **state)
+{
+    int            i;
+    struct t_fx   *fx;
+    nbffi_task_t  *hs[3], *rs[4], *out[3];
+
+    fx = *state;
+
+    for (i = 0; i < 3; i++) {
+        hs[i] = t_call(fx->host, fx->rt, "m", "p");
+    }
+    nbffi_runtime_close(fx->rt);
+    assert_int_equal(nbffi_queue_closed(fx->q), 1);
+
+    assert_int_equal(nbffi_queue_pop(fx->q, rs, 4, -1), 3);
+    assert_int_equal(nbffi_queue_pop(fx->q, rs + 3, 1, -1), NBFFI_ECLOSED);
+    assert_int_equal(nbffi_queue_pop(fx->q, rs + 3, 1, 0), NBFFI_ECLOSED);
+
+    /* Answers after close still reach the host. */
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(nbffi_task_respond(rs[i], 0, "ok", 2), 0);
+    }
+    assert_int_equal(nbffi_host_reap(fx->host, out, 3), 3);
+
+    for (i = 0; i < 3; i++) {
+        assert_ptr_equal(out[i], hs[i]);
+        t_reply_is(out[i], 0, "ok");
+        nbffi_task_release(out[i]);
+    }
+}
+
+static void
+test_queue_closed_flag(void **state)
+{
+    struct t_fx  *fx;
+
+    fx = *state;
+
+    assert_int_equal(nbffi_queue_closed(fx->q), 0);
+    nbffi_runtime_close(fx->rt);
+    assert_int_equal(nbffi_queue_closed(fx->q), 1);
+}
+
+static void
+test_queue_fd_readable_on_call(void **state)
+{
+    int            fd;
+    struct t_fx   *fx;
+    nbffi_task_t  *task;
+
+    fx = *state;
+
+    fd = nbffi_queue_fd(fx->q);
+    assert_true(fd >= 0);
+    assert_false(t_readable(fd, 0));
+
+    task = t_call(fx->host, fx->rt, "m", "p");
+    assert_true(t_readable(fd, 0));
+
+    /* The documented loop: read to drain, pop until 0. */
+    t_drain_fd(fd);
+    (void) t_pop1(fx->q);
+    assert_false(t_readable(fd, 0));
+
+    nbffi_task_release(task);
+}
+
+static void
+test_queue_fd_readable_on_close(void **state)
+{
+    int           fd;
+    struct t_fx  *fx;
+
+    fx = *state;
+
+    fd = nbffi_queue_fd(fx->q);
+    assert_true(fd >= 0);
+
+    nbffi_runtime_close(fx->rt);
+    assert_true(t_readable(fd, 0));
+}
+
+static void
+test_queue_fd_stable(void **state)
+{
+    struct t_fx  *fx;
+
+    fx = *state;
+
+    assert_int_equal(nbffi_queue_fd(fx->q), nbffi_queue_fd(fx->q));
+}
+
+static void
+test_deadline_visible(void **state)
+{
+    int64_t        deadline;
+    struct t_fx   *fx;
+    nbffi_task_t  *task;
+
+    fx = *state;
+    deadline = nbffi_now_ns() + T_HOUR_NS;
+
+    assert_int_equal(nbffi_call(fx->host, fx->rt, "m", 1, NULL, 0, deadline,
+                                0, &task), 0);
+    assert_int_equal(nbffi_task_deadline(t_pop1(fx->q)), deadline);
+
+    nbffi_task_release(task);
+}
+
+static void
+test_no_deadline_is_zero(void **state)
+{
+    struct t_fx   *fx;
+    nbffi_task_t  *task;
+
+    fx = *state;
+
+    task = t_call(fx->host, fx->rt, "m", "p");
+    assert_int_equal(nbffi_task_deadline(t_pop1(fx->q)), 0);
+
+    nbffi_task_release(task);
+}
+
+static void
+test_expired_in_queue_times_out(void **state)
+{
+    struct t_fx    *fx;
+    nbffi_task_t   *task, *popped;
+    nbffi_stats_t   st;
+
+    fx = *state;
+
+    /* Passed by the time a runtime thread looks at it. */
+    assert_int_equal(nbffi_call(fx->host, fx->rt, "m", 1, NULL, 0,
+                                nbffi_now_ns() + 1, 0, &task), 0);
+
+    assert_int_equal(nbffi_queue_pop(fx->q, &popped, 1, 0), 0);
+
+    assert_ptr_equal(t_reap1(fx->host), task);
+    assert_int_equal(nbffi_task_status(task), NBFFI_ETIMEDOUT);
+
+    st = t_stats(fx->rt);
+    assert_int_equal(st.timed_out, 1);
+    assert_int_equal(st.queued, 0);
+
+    nbffi_task_release(task);
+}
+
+static void
+test_released_before_pop_not_delivered(void **state)
+{
+    struct t_fx    *fx;
+    nbffi_task_t   *task, *out;
+    nbffi_stats_t   st;
+
+    fx = *state;
+
+    task = t_call(fx->host, fx->rt, "m", "p");
+    nbffi_task_release(task);
+
+    assert_int_equal(nbffi_queue_pop(fx->q, &task, 1, 0), 0);
+
+    /* Its completion is freed by the reaper, never returned. */
+    assert_int_equal(nbffi_host_reap(fx->host, &out, 1), 0);
+    assert_int_equal(nbffi_host_tasks_live(fx->host), 0);
+    assert_int_equal(nbffi_host_tasks_freed(fx->host), 1);
+
+    st = t_stats(fx->rt);
+    assert_int_equal(st.abandoned, 1);
+    assert_int_equal(st.in_flight, 0);
+    assert_int_equal(st.queued, 0);
+}
+
+static void
+test_pop_skips_only_dead_tasks(void **state)
+{
+    struct t_fx   *fx;
+    nbffi_task_t  *expired, *live, *released, *out[3];
+
+    fx = *state;
+
+    assert_int_equal(nbffi_call(fx->host, fx->rt, "m", 1, NULL, 0,
+                                nbffi_now_ns() + 1, 0, &expired), 0);
+    live = t_call(fx->host, fx->rt, "m", "p");
+    released = t_call(fx->host, fx->rt, "m", "p");
+    nbffi_task_release(released);
+
+    assert_int_equal(nbffi_queue_pop(fx->q, out, 3, 0), 1);
+    assert_int_equal(nbffi_task_id(out[0]), nbffi_task_id(live));
+    assert_int_equal(nbffi_task_respond(out[0], 0, NULL, 0), 0);
+
+    /* Reaped: the expired one and the answered one, in completion order. */
+    assert_int_equal(nbffi_host_reap(fx->host, out, 3), 2);
+    assert_ptr_equal(out[0], expired);
+    assert_ptr_equal(out[1], live);
+    assert_int_equal(nbffi_task_status(expired), NBFFI_ETIMEDOUT);
+    assert_int_equal(nbffi_task_status(live), 0);
+
+    nbffi_task_release(expired);
+    nbffi_task_release(live);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T_FX(test_pop_batch_oldest_first),
+        T_FX(test_pop_empty_no_wait),
+        T_FX(test_pop_empty_times_out),
+        T_FX(test_pop_woken_by_call),
+        T_FX(test_pop_woken_by_close),
+        T_FX(test_pop_without_spin),
+        T_FX(test_close_delivers_queued_first),
+        T_FX(test_queue_closed_flag),
+        T_FX(test_queue_fd_readable_on_call),
+        T_FX(test_queue_fd_readable_on_close),
+        T_FX(test_queue_fd_stable),
+        T_FX(test_deadline_visible),
+        T_FX(test_no_deadline_is_zero),
+        T_FX(test_expired_in_queue_times_out),
+        T_FX(test_released_before_pop_not_delivered),
+        T_FX(test_pop_skips_only_dead_tasks),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

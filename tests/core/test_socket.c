@@ -1,0 +1,479 @@
+/*
+ * Hosts with a unix socket notifier: the listen/connect/accept handshake,
+ * peer checks, reconnects, and wake-ups as bytes on the socket.
+ */
+
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+struct t_sfx {
+    nbffi_host_t     *host;
+    nbffi_runtime_t  *rt;
+    nbffi_queue_t    *q;
+    int               fd;        /* the event loop's end, or -1 */
+    char              path[PATH_MAX];
+};
+
+static int
+t_connect(const char *path)
+{
+    int                 fd;
+    struct sockaddr_un  sa;
+
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    assert_true(strlen(path) < sizeof(sa.sun_path));
+    strcpy(sa.sun_path, path);
+
+    assert_int_equal(connect(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+
+    return fd;
+}
+
+static int
+t_sfx_setup(void **state)
+{
+    struct t_sfx  *sfx;
+
+    sfx = calloc(1, sizeof(*sfx));
+    assert_non_null(sfx);
+    sfx->fd = -1;
+
+    assert_int_equal(nbffi_host_new(&sfx->host, NBFFI_HOST_NOTIFY_SOCKET), 0);
+    sfx->rt = t_load_ctl(sfx->host, 0, 0, &sfx->q);
+
+    *state = sfx;
+
+    return 0;
+}
+
+/* The fixture after a complete handshake. */
+static int
+t_sfx_setup_connected(void **state)
+{
+    struct t_sfx  *sfx;
+
+    (void) t_sfx_setup(state);
+    sfx = *state;
+
+    assert_int_equal(nbffi_host_listen(sfx->host, sfx->path,
+                                       sizeof(sfx->path)), 0);
+    sfx->fd = t_connect(sfx->path);
+    assert_int_equal(nbffi_host_accept(sfx->host), 0);
+
+    return 0;
+}
+
+static int
+t_sfx_teardown(void **state)
+{
+    struct t_sfx  *sfx;
+
+    sfx = *state;
+
+    nbffi_runtime_free(sfx->rt);
+    t_host_finish(sfx->host);
+
+    if (sfx->fd >= 0) {
+        (void) close(sfx->fd);
+    }
+
+    free(sfx);
+
+    return 0;
+}
+
+static void
+test_listen_private_directory(void **state)
+{
+    char           dir[PATH_MAX];
+    struct stat    st;
+    struct t_sfx  *sfx;
+
+    sfx = *state;
+
+    assert_int_equal(nbffi_host_listen(sfx->host, sfx->path,
+                                       sizeof(sfx->path)), 0);
+
+    assert_int_equal(stat(sfx->path, &st), 0);
+    assert_true(S_ISSOCK(st.st_mode));
+
+    strcpy(dir, sfx->path);
+    assert_int_equal(stat(dirname(dir), &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(st.st_mode & 07777, 0700);
+    assert_int_equal(st.st_uid, geteuid());
+
+    /* Completes the handshake so that nothing is left on disk. */
+    sfx->fd = t_connect(sfx->path);
+    assert_int_equal(nbffi_host_accept(sfx->host), 0);
+}
+
+static void
+test_listen_buffer_too_small(void **state)
+{
+    char           buf[4];
+    struct t_sfx  *sfx;
+
+    sfx = *state;
+
+    assert_int_equal(nbffi_host_listen(sfx->host, buf, sizeof(buf)),
+                     NBFFI_E2BIG);
+}
+
+static void
+test_listen_einval_on_eventfd_host(void **state)
+{
+    char           buf[PATH_MAX];
+    nbffi_host_t  *host;
+
+    (void) state;
+
+    assert_int_equal(nbffi_host_new(&host, NBFFI_HOST_NOTIFY_EVENTFD), 0);
+    assert_int_equal(nbffi_host_listen(host, buf, sizeof(buf)), NBFFI_EINVAL);
+    t_host_finish(host);
+}
+
+static void
+test_accept_busy_before_connect(void **state)
+{
+    struct t_sfx  *sfx;
+
+    sfx = *state;
+
+    assert_int_equal(nbffi_host_listen(sfx->host, sfx->path,
+                                       sizeof(sfx->path)), 0);
+    assert_int_equal(nbffi_host_accept(sfx->host), NBFFI_EBUSY);
+
+    sfx->fd = t_connect(sfx->path);
+    assert_int_equal(nbffi_host_accept(sfx->host), 0);
+}
+
+static void
+test_accept_removes_path_and_directory(void **state)
+{
+    char           dir[PATH_MAX];
+    struct stat    st;
+    struct t_sfx  *sfx;
+
+    sfx = *state;
+
+    assert_int_equal(nbffi_host_listen(sfx->host, sfx->path,
+                                       sizeof(sfx->path)), 0);
+    sfx->fd = t_connect(sfx->path);
+    assert_int_equal(nbffi_host_accept(sfx->host), 0);
+
+    strcpy(dir, sfx->path);
+    assert_int_equal(stat(sfx->path, &st), -1);
+    assert_int_equal(errno, ENOENT);
+    assert_int_equal(stat(dirname(dir), &st), -1);
+    assert_int_equal(errno, ENOENT);
+}
+
+static void
+test_accept_rejects_other_process(void **state)
+{
+    int            ready[2], hold[2];
+    char           c;
+    pid_t          pid;
+    struct t_sfx  *sfx;
+
+    sfx = *state;
+
+    assert_int_equal(nbffi_host_listen(sfx->host, sfx->path,
+                                       sizeof(sfx->path)), 0);
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(hold), 0);
+
+    pid = fork();
+    assert_true(pid >= 0);
+
+    if (pid == 0) {
+        /* The child connects, says so, and stays until the parent is done. */
+        int                 fd;
+        struct sockaddr_un  sa;
+
+        (void) close(ready[0]);
+        (void) close(hold[1]);
+
+        fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        memset(&sa, 0, sizeof(sa));
+        sa.sun_family = AF_UNIX;
+        strcpy(sa.sun_path, sfx->path);
+        c = connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0 ? 'y' : 'n';
+
+        (void) !write(ready[1], &c, 1);
+        (void) !read(hold[0], &c, 1);
+        _exit(0);
+    }
+
+    (void) close(ready[1]);
+    (void) close(hold[0]);
+
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    assert_int_equal(c, 'y');
+
+    assert_int_equal(nbffi_host_accept(sfx->host), NBFFI_EPERM);
+
+    (void) close(hold[1]);
+    (void) close(ready[0]);
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+}
+
+static void
+test_handshake_after_rejected_peer(void **state)
+{
+    int            ready[2];
+    char           c;
+    pid_t          pid;
+    struct t_sfx  *sfx;
+
+    sfx = *state;
+
+    assert_int_equal(nbffi_host_listen(sfx->host, sfx->path,
+                                       sizeof(sfx->path)), 0);
+    assert_int_equal(pipe(ready), 0);
+
+    pid = fork();
+    assert_true(pid >= 0);
+
+    if (pid == 0) {
+        int                 fd;
+        struct sockaddr_un  sa;
+
+        fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        memset(&sa, 0, sizeof(sa));
+        sa.sun_family = AF_UNIX;
+        strcpy(sa.sun_path, sfx->path);
+        c = connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0 ? 'y' : 'n';
+        (void) !write(ready[1], &c, 1);
+        _exit(0);
+    }
+
+    (void) close(ready[1]);
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    assert_int_equal(c, 'y');
+    (void) close(ready[0]);
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+
+    /* A stranger that connected first does not lock the host out. */
+    assert_int_equal(nbffi_host_accept(sfx->host), NBFFI_EPERM);
+    sfx->fd = t_connect(sfx->path);
+    assert_int_equal(nbffi_host_accept(sfx->host), 0);
+
+    nbffi_host_kick(sfx->host);
+    assert_true(t_readable(sfx->fd, T_WAIT_MS));
+}
+
+static void
+test_completion_before_handshake(void **state)
+{
+    struct t_sfx  *sfx;
+    nbffi_task_t  *task, *out;
+
+    sfx = *state;
+
+    task = t_call(sfx->host, sfx->rt, "echo", "a");
+    assert_int_equal(nbffi_task_respond(t_pop1(sfx->q), 0, NULL, 0), 0);
+
+    /* Nobody listened then: the wake-up comes once somebody does. */
+    assert_int_equal(nbffi_host_listen(sfx->host, sfx->path,
+                                       sizeof(sfx->path)), 0);
+    sfx->fd = t_connect(sfx->path);
+    assert_int_equal(nbffi_host_accept(sfx->host), 0);
+
+    assert_true(t_readable(sfx->fd, T_WAIT_MS));
+    assert_int_equal(nbffi_host_reap(sfx->host, &out, 1), 1);
+    assert_ptr_equal(out, task);
+    nbffi_task_release(task);
+}
+
+static void
+test_completion_sends_one_byte(void **state)
+{
+    struct t_sfx  *sfx;
+    nbffi_task_t  *task, *out;
+
+    sfx = *state;
+
+    task = t_call(sfx->host, sfx->rt, "echo", "a");
+    assert_false(t_readable(sfx->fd, 0));
+
+    assert_int_equal(nbffi_task_respond(t_pop1(sfx->q), 0, "b", 1), 0);
+    assert_true(t_readable(sfx->fd, T_WAIT_MS));
+    assert_int_equal(t_sock_drain(sfx->fd), 1);
+
+    assert_int_equal(nbffi_host_reap(sfx->host, &out, 1), 1);
+    assert_ptr_equal(out, task);
+    t_reply_is(task, 0, "b");
+    nbffi_task_release(task);
+}
+
+static void
+test_many_completions_one_byte(void **state)
+{
+    int            i;
+    struct t_sfx  *sfx;
+    nbffi_task_t  *rs[8], *out[8];
+
+    sfx = *state;
+
+    for (i = 0; i < 8; i++) {
+        (void) t_call(sfx->host, sfx->rt, "echo", "a");
+    }
+    assert_int_equal(nbffi_queue_pop(sfx->q, rs, 8, 0), 8);
+    for (i = 0; i < 8; i++) {
+        assert_int_equal(nbffi_task_respond(rs[i], 0, NULL, 0), 0);
+    }
+
+    assert_true(t_readable(sfx->fd, T_WAIT_MS));
+    assert_int_equal(t_sock_drain(sfx->fd), 1);
+
+    assert_int_equal(nbffi_host_reap(sfx->host, out, 8), 8);
+    for (i = 0; i < 8; i++) {
+        nbffi_task_release(out[i]);
+    }
+}
+
+static void
+test_reap_rearms_socket(void **state)
+{
+    struct t_sfx  *sfx;
+    nbffi_task_t  *rs[2], *out[2];
+
+    sfx = *state;
+
+    (void) t_call(sfx->host, sfx->rt, "echo", "a");
+    (void) t_call(sfx->host, sfx->rt, "echo", "b");
+    assert_int_equal(nbffi_queue_pop(sfx->q, rs, 2, 0), 2);
+
+    assert_int_equal(nbffi_task_respond(rs[0], 0, NULL, 0), 0);
+    assert_true(t_readable(sfx->fd, T_WAIT_MS));
+    assert_int_equal(t_sock_drain(sfx->fd), 1);
+    assert_int_equal(nbffi_host_reap(sfx->host, out, 2), 1);
+
+    assert_int_equal(nbffi_task_respond(rs[1], 0, NULL, 0), 0);
+    assert_true(t_readable(sfx->fd, T_WAIT_MS));
+    assert_int_equal(t_sock_drain(sfx->fd), 1);
+    assert_int_equal(nbffi_host_reap(sfx->host, &out[1], 1), 1);
+
+    nbffi_task_release(out[0]);
+    nbffi_task_release(out[1]);
+}
+
+static void
+test_kick_sends_byte(void **state)
+{
+    struct t_sfx  *sfx;
+
+    sfx = *state;
+
+    nbffi_host_kick(sfx->host);
+    assert_true(t_readable(sfx->fd, T_WAIT_MS));
+    assert_true(t_sock_drain(sfx->fd) >= 1);
+}
+
+static void
+test_drain_leaves_socket_bytes(void **state)
+{
+    struct t_sfx  *sfx;
+
+    sfx = *state;
+
+    nbffi_host_kick(sfx->host);
+    assert_true(t_readable(sfx->fd, T_WAIT_MS));
+
+    /* The event loop reads the socket itself. */
+    nbffi_host_drain(sfx->host);
+    assert_true(t_readable(sfx->fd, 0));
+}
+
+static void
+test_reconnect_drops_old_connection(void **state)
+{
+    int            fd2;
+    char           c;
+    struct t_sfx  *sfx;
+
+    sfx = *state;
+
+    assert_int_equal(nbffi_host_listen(sfx->host, sfx->path,
+                                       sizeof(sfx->path)), 0);
+    fd2 = t_connect(sfx->path);
+    assert_int_equal(nbffi_host_accept(sfx->host), 0);
+
+    /* The old end sees EOF; wake-ups go to the new one. */
+    assert_true(t_readable(sfx->fd, T_WAIT_MS));
+    assert_int_equal(recv(sfx->fd, &c, 1, MSG_DONTWAIT), 0);
+
+    nbffi_host_kick(sfx->host);
+    assert_true(t_readable(fd2, T_WAIT_MS));
+    assert_true(t_sock_drain(fd2) >= 1);
+
+    (void) close(sfx->fd);
+    sfx->fd = fd2;
+}
+
+static void
+test_old_connection_serves_until_accept(void **state)
+{
+    int            fd2;
+    struct t_sfx  *sfx;
+
+    sfx = *state;
+
+    /* A reconnect that has not been accepted yet keeps the old end. */
+    assert_int_equal(nbffi_host_listen(sfx->host, sfx->path,
+                                       sizeof(sfx->path)), 0);
+    nbffi_host_kick(sfx->host);
+    assert_true(t_readable(sfx->fd, T_WAIT_MS));
+    assert_true(t_sock_drain(sfx->fd) >= 1);
+
+    fd2 = t_connect(sfx->path);
+    assert_int_equal(nbffi_host_accept(sfx->host), 0);
+    (void) close(sfx->fd);
+    sfx->fd = fd2;
+}
+
+#define T_SFX(fn)                                                            \
+    cmocka_unit_test_setup_teardown(fn, t_sfx_setup, t_sfx_teardown)
+#define T_SFX_CONNECTED(fn)                                                  \
+    cmocka_unit_test_setup_teardown(fn, t_sfx_setup_connected,               \
+                                    t_sfx_teardown)
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T_SFX(test_listen_private_directory),
+        T_SFX(test_listen_buffer_too_small),
+        cmocka_unit_test(test_listen_einval_on_eventfd_host),
+        T_SFX(test_accept_busy_before_connect),
+        T_SFX(test_accept_removes_path_and_directory),
+        T_SFX(test_accept_rejects_other_process),
+        T_SFX(test_handshake_after_rejected_peer),
+        T_SFX(test_completion_before_handshake),
+        T_SFX_CONNECTED(test_completion_sends_one_byte),
+        T_SFX_CONNECTED(test_many_completions_one_byte),
+        T_SFX_CONNECTED(test_reap_rearms_socket),
+        T_SFX_CONNECTED(test_kick_sends_byte),
+        T_SFX_CONNECTED(test_drain_leaves_socket_bytes),
+        T_SFX_CONNECTED(test_reconnect_drops_old_connection),
+        T_SFX_CONNECTED(test_old_connection_serves_until_accept),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
