@@ -483,15 +483,42 @@ nbffi_host_spin(nbffi_host_t *host, nbffi_task_t *task, int64_t spin_ns)
 }
 
 
+/*
+ * A task is marked answered just before it is pushed, so "answered" alone
+ * does not mean a reap would return it.  Only the host pops the stack, so
+ * the nodes reachable from its head stay valid while the host walks them.
+ */
 static int
 nbffi__host_ready(nbffi_host_t *host, nbffi_task_t *task)
 {
+    nbffi_task_t  *t;
+
     if (task == NULL) {
         return nbffi_host_pending(host);
     }
 
-    return atomic_load_explicit(&task->state, memory_order_acquire)
-           == NBFFI__ANSWERED;
+    if (atomic_load_explicit(&task->state, memory_order_acquire)
+        != NBFFI__ANSWERED)
+    {
+        return 0;
+    }
+
+    for (t = host->fifo_head; t != NULL; t = t->dnext) {
+        if (t == task) {
+            return 1;
+        }
+    }
+
+    for (t = atomic_load_explicit(&host->done, memory_order_acquire);
+         t != NULL;
+         t = t->dnext)
+    {
+        if (t == task) {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 

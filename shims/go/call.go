@@ -1,0 +1,124 @@
+package nbffi
+
+/*
+#include <stdlib.h>
+#include "nbffi.h"
+
+static void
+nbffi_go_free(void *data, void *ud)
+{
+    (void) ud;
+    free(data);
+}
+
+// Hands over a reply from Alloc: nbffi frees it with free().
+static void
+nbffi_go_respond_owned(nbffi_task_t *t, int status, void *data, size_t len)
+{
+    (void) nbffi_task_respond_owned(t, status, data, len, nbffi_go_free,
+                                    NULL);
+}
+*/
+import "C"
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"time"
+	"unsafe"
+)
+
+// call is one task being handled, and its handler's ctx (see ctx.go).
+type call struct {
+	doneCtx  // mu also guards timer and allocs
+	rt       *runtime
+	task     *C.nbffi_task_t
+	deadline time.Time
+	timer    *time.Timer      // deadline timer, from the first Done
+	allocs   []unsafe.Pointer // from Alloc, freed unless handed over
+
+	cancelled bool // seen by the watcher (watcher.mu)
+}
+
+// invoke runs the handler and turns its result, error or panic into a reply.
+func (c *call) invoke(h Handler, payload []byte) (reply []byte, status int) {
+	defer func() {
+		if r := recover(); r != nil {
+			logText(c.rt.q, LevelErr, fmt.Sprintf(
+				"handler panic: %v\n%s", r, debug.Stack()))
+			reply, status = []byte(fmt.Sprintf("panic: %v", r)), StatusPanic
+		}
+	}()
+
+	reply, err := h(c, payload)
+	if err != nil {
+		return []byte(err.Error()), errorStatus(err)
+	}
+	return reply, 0
+}
+
+// respond answers the task: a reply from Alloc is handed over to nbffi,
+// anything else is copied by nbffi_task_respond.  Buffers from Alloc that
+// are not the reply are freed after that (the reply may lie inside one).
+func (c *call) respond(status int, reply []byte) {
+	p := unsafe.Pointer(unsafe.SliceData(reply))
+
+	c.mu.Lock()
+	allocs := c.allocs
+	c.allocs = nil
+	c.mu.Unlock()
+
+	owned := -1
+	for i, a := range allocs {
+		if len(reply) > 0 && a == p {
+			owned = i
+			break
+		}
+	}
+
+	switch {
+	case owned >= 0:
+		C.nbffi_go_respond_owned(c.task, C.int(status), p,
+			C.size_t(len(reply)))
+	case len(reply) == 0:
+		C.nbffi_task_respond(c.task, C.int(status), nil, 0)
+	default:
+		C.nbffi_task_respond(c.task, C.int(status), p, C.size_t(len(reply)))
+	}
+
+	for i, a := range allocs {
+		if i != owned {
+			C.free(a)
+		}
+	}
+}
+
+// Alloc returns n bytes of C memory, not zeroed, for the reply of the call
+// that ctx (a handler's) belongs to.  Returning it, or a prefix of it
+// (b[:k]), as the reply hands it to nbffi without a copy.  It is freed when
+// the handler returns otherwise, so it must not be used after that.  Use it
+// for large replies that the handler produces itself (encodes, reads into):
+// nbffi's copy is saved and the Go heap gets no garbage.  A handler that
+// only has to copy gains nothing (bench/go measures both).  Outside a
+// handler it panics.
+func Alloc(ctx context.Context, n int) []byte {
+	c, _ := ctx.Value(callKey{}).(*call)
+	if c == nil {
+		panic("nbffi: Alloc outside a handler")
+	}
+	if n <= 0 {
+		return []byte{}
+	}
+
+	p := C.malloc(C.size_t(n))
+	if p == nil {
+		panic(fmt.Sprintf("nbffi: cannot allocate %d bytes", n))
+	}
+
+	c.mu.Lock()
+	c.allocs = append(c.allocs, p)
+	c.mu.Unlock()
+
+	return unsafe.Slice((*byte)(p), n)
+}

@@ -1,0 +1,105 @@
+// Package nbffi makes a Go package an nbffi runtime library: a c-shared
+// library that an nginx worker (through lua-resty-nbffi) or any other nbffi
+// host loads and calls without blocking its event loop.
+//
+// A library registers handlers in an init function and is built with
+// -buildmode=c-shared; importing this package exports the entry points
+// (nbffi_runtime_abi, nbffi_runtime_init, nbffi_runtime_fini):
+//
+//	package main
+//
+//	import (
+//		"context"
+//
+//		nbffi "nbffi.dev/shims/go"
+//	)
+//
+//	func init() {
+//		nbffi.Handle("echo", func(ctx context.Context, p []byte) ([]byte, error) {
+//			return p, nil
+//		})
+//	}
+//
+//	func main() {}
+//
+//	$ go build -buildmode=c-shared -o libmyrt.so .
+//
+// and from Lua: nbffi.load("/path/libmyrt.so", cfg):call("echo", "hi").
+//
+// # Calls
+//
+// Each runtime has one goroutine that pops batches of tasks (parked in Go's
+// netpoller on the queue's eventfd while the queue is empty) and runs every
+// handler in a goroutine of its own, so thousands of calls can wait on I/O
+// at once.  A handler gets a view of the payload (valid until it returns) and
+// a ctx that carries the caller's deadline and is cancelled when:
+//
+//   - the caller gave up (its Lua timeout passed, or its request ended):
+//     nbffi has no callback for that, so each runtime checks the tasks of
+//     its running handlers every CancelPoll (5 ms), only while handlers run;
+//   - the host frees the runtime (nginx worker exit): freeing waits until
+//     every handler returned, so handlers must honour ctx;
+//   - the handler returns.
+//
+// The ctx is the shim's own type, not the context package's: its deadline
+// timer starts only when the handler first calls Done, so a handler that
+// never waits on it costs no timer.  It carries no values but the shim's.
+//
+// A handler's error becomes an error reply: the error's text with status
+// StatusError, or an *Error's own status.  A panic becomes an error reply
+// with StatusPanic and the panic's text (and a stack trace in the host's
+// log); an unknown method, StatusUnknownMethod.  Lua sees them as
+// nil, "runtime error <status>: <text>", <status>.
+//
+// Replies: a reply that is the payload, or any Go slice, is copied once by
+// nbffi; a reply from Alloc is C memory and is handed over without a copy.
+//
+// # Runtimes and state
+//
+// The Go runtime is one per process, but a library may be loaded as several
+// nbffi runtimes (in nginx, one per distinct cfg and worker), each with its
+// own queue.  The shim keeps a registry from queue to runtime: the hook set
+// with OnInit runs once per runtime with that runtime's cfg, and what it
+// returns is the runtime's state, which handlers reach with State(ctx)
+// (e.g. one gRPC connection per runtime).  Handlers are shared by all.
+//
+// # One Go library per process
+//
+// Every c-shared Go library carries its own Go runtime.  Two of them in one
+// process (two different Go runtime libraries in one nginx worker) run, but
+// each has its own scheduler, heap and threads, and the one loaded last
+// installs its signal handlers over the first one's: the first loses the
+// asynchronous preemption signal (SIGURG), so a goroutine of it that loops
+// without function calls can stall its garbage collector.  Go does not
+// support this; build every handler into one library instead.  The same
+// library loaded twice (any cfg) is one Go runtime.
+//
+// # Signals, fork and GOMAXPROCS
+//
+// The Go runtime starts when the library is loaded, so load it in the
+// process that uses it: in nginx, in init_worker or later, never in
+// init_by_lua (the master), since threads do not survive fork.  Libraries
+// are never unloaded.
+//
+// In a c-shared library Go handles only synchronous signals (SIGSEGV,
+// SIGBUS, SIGFPE: faults outside Go code go to the previous handler),
+// SIGPIPE (passed on to nginx's SIG_IGN) and SIGURG, and adds SA_ONSTACK to
+// the handlers already installed.  This package makes every thread of the
+// Go runtime block the asynchronous signals (see signals.c), so nginx's
+// SIGHUP, SIGQUIT, SIGTERM, SIGUSR1, SIGWINCH, SIGIO and SIGALRM reach the
+// worker's event loop thread.  Go unblocks SIGCHLD and SIGPROF on its own
+// threads; nginx's SIGCHLD handler may therefore run on one, on the signal
+// stack, which is harmless: it only reaps children.  Handlers should not
+// call signal.Notify for nginx's signals, nor start child processes
+// (nginx's SIGCHLD handler reaps any child of the worker).
+//
+// # GOMAXPROCS
+//
+// Each nginx worker has its own Go runtime.  Unless the environment sets
+// GOMAXPROCS, the first runtime sets it to 1: nginx runs a worker per CPU,
+// and with a second, idle P every handler goroutine would wake a thread
+// for nothing (a futex wake and two context switches per call).  Handlers
+// waiting on I/O are not limited by it; CPU-bound handlers share one CPU
+// per worker.  To give them more, set it in nginx.conf:
+// "env GOMAXPROCS=4;".
+package nbffi

@@ -1,0 +1,3 @@
+module nbffi.dev/shims/go
+
+go 1.24

@@ -1,0 +1,271 @@
+// Package testhost drives the host half of libnbffi from Go, for the tests
+// of the shim: it loads the shim (linked into the test binary) through the
+// core's loader and posts, waits for and reaps tasks like a host would.
+//
+// Every method must run on the host's thread: tests call
+// runtime.LockOSThread before New and stay on that goroutine.
+package testhost
+
+/*
+#cgo CFLAGS: -I${SRCDIR}/../../../../core/include
+#cgo LDFLAGS: -L${SRCDIR}/../../../../build/core -lnbffi
+#cgo LDFLAGS: -Wl,-rpath,${SRCDIR}/../../../../build/core
+
+#include <poll.h>
+#include <stdlib.h>
+#include "nbffi.h"
+
+// Waits up to ms for the host's eventfd, then drains it and reaps.
+static int
+testhost_reap(nbffi_host_t *h, nbffi_task_t **out, int max, int ms)
+{
+    struct pollfd  p;
+
+    if (!nbffi_host_pending(h)) {
+        p.fd = nbffi_host_fd(h);
+        p.events = POLLIN;
+        (void) poll(&p, 1, ms);
+    }
+    nbffi_host_drain(h);
+    return nbffi_host_reap(h, out, max);
+}
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	goruntime "runtime"
+	"time"
+	"unsafe"
+)
+
+// Error is a negative NBFFI_E* code with the core's text.
+type Error struct {
+	Code int
+	Msg  string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+func codeErr(rc C.int, detail string) error {
+	msg := C.GoString(C.nbffi_strerror(rc))
+	if detail != "" {
+		msg += ": " + detail
+	}
+	return &Error{Code: int(rc), Msg: msg}
+}
+
+// Codes the tests look for.
+const (
+	ECLOSED   = int(C.NBFFI_ECLOSED)
+	EINIT     = int(C.NBFFI_EINIT)
+	ETIMEDOUT = int(C.NBFFI_ETIMEDOUT)
+)
+
+// BuildForwarder compiles testdata/fwd.c into dir and returns its path.
+func BuildForwarder(dir string) (string, error) {
+	_, self, _, _ := goruntime.Caller(0)
+	src := filepath.Join(filepath.Dir(self), "testdata", "fwd.c")
+	out := filepath.Join(dir, "libgofwd.so")
+	cc := os.Getenv("CC")
+	if cc == "" {
+		cc = "cc"
+	}
+	cmd := exec.Command(cc, "-shared", "-fPIC", "-o", out, src, "-ldl")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("%s: %v\n%s", cmd, err, b)
+	}
+	return out, nil
+}
+
+// Host is an eventfd host that queues runtime logs.
+type Host struct {
+	h    *C.nbffi_host_t
+	done map[*C.nbffi_task_t]bool // reaped, not yet released
+}
+
+func New() (*Host, error) {
+	var h *C.nbffi_host_t
+	rc := C.nbffi_host_new(&h, C.NBFFI_HOST_NOTIFY_EVENTFD|C.NBFFI_HOST_LOG_QUEUE)
+	if rc != 0 {
+		return nil, codeErr(rc, "")
+	}
+	return &Host{h: h, done: map[*C.nbffi_task_t]bool{}}, nil
+}
+
+// Free frees the host; it fails while runtimes or tasks are alive.
+func (h *Host) Free() error {
+	if rc := C.nbffi_host_free(h.h); rc != 0 {
+		return codeErr(rc, "")
+	}
+	return nil
+}
+
+// Live is the number of tasks posted from h and not yet freed.
+func (h *Host) Live() uint64 { return uint64(C.nbffi_host_tasks_live(h.h)) }
+
+// Logs pops the runtime log lines queued so far.
+func (h *Host) Logs() []string {
+	var lines []string
+	buf := make([]byte, 8192)
+	for {
+		var level C.int
+		n := C.nbffi_host_log_next(h.h, &level,
+			(*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), nil)
+		if n <= 0 {
+			return lines
+		}
+		lines = append(lines, string(buf[:n]))
+	}
+}
+
+// Runtime is a loaded runtime.
+type Runtime struct {
+	rt *C.nbffi_runtime_t
+}
+
+// Load loads lib with cfg.
+func (h *Host) Load(lib string, cfg []byte) (*Runtime, error) {
+	clib := C.CString(lib)
+	defer C.free(unsafe.Pointer(clib))
+
+	var pcfg unsafe.Pointer
+	if len(cfg) > 0 {
+		pcfg = C.CBytes(cfg)
+		defer C.free(pcfg)
+	}
+
+	var rt *C.nbffi_runtime_t
+	errBuf := make([]byte, 1024)
+	rc := C.nbffi_runtime_load(h.h, clib, nil, pcfg, C.size_t(len(cfg)), 0, 0,
+		0, &rt, (*C.char)(unsafe.Pointer(&errBuf[0])), C.size_t(len(errBuf)))
+	if rc != 0 {
+		return nil, codeErr(rc, C.GoString((*C.char)(unsafe.Pointer(&errBuf[0]))))
+	}
+	return &Runtime{rt: rt}, nil
+}
+
+// Close stops the runtime from accepting calls.
+func (r *Runtime) Close() { C.nbffi_runtime_close(r.rt) }
+
+// Free closes the runtime and waits for its fini.
+func (r *Runtime) Free() { C.nbffi_runtime_free(r.rt) }
+
+// Stats are a runtime's counters, see nbffi_stats_t.
+type Stats struct {
+	Posted, Completed, Failed, TimedOut, Abandoned, InFlight, Queued uint64
+}
+
+// Stats returns the runtime's counters.
+func (r *Runtime) Stats() Stats {
+	var s C.nbffi_stats_t
+	C.nbffi_runtime_stats(r.rt, &s)
+	return Stats{uint64(s.posted), uint64(s.completed), uint64(s.failed),
+		uint64(s.timed_out), uint64(s.abandoned), uint64(s.in_flight),
+		uint64(s.queued)}
+}
+
+// Task is a posted task.
+type Task struct {
+	t *C.nbffi_task_t
+}
+
+// Call posts method(payload) with a deadline timeout from now (0: none).
+func (h *Host) Call(r *Runtime, method string, payload []byte,
+	timeout time.Duration) (*Task, error) {
+
+	var deadline C.int64_t
+	if timeout > 0 {
+		deadline = C.nbffi_now_ns() + C.int64_t(timeout)
+	}
+
+	m := []byte(method)
+	var pm, pp unsafe.Pointer
+	if len(m) > 0 {
+		pm = unsafe.Pointer(&m[0])
+	}
+	if len(payload) > 0 {
+		pp = unsafe.Pointer(&payload[0])
+	}
+
+	var t *C.nbffi_task_t
+	rc := C.nbffi_call(h.h, r.rt, (*C.char)(pm), C.size_t(len(m)), pp,
+		C.size_t(len(payload)), deadline, 0, &t)
+	if rc != 0 {
+		return nil, codeErr(rc, "")
+	}
+	return &Task{t: t}, nil
+}
+
+// ErrWait is returned when a wait ran out of time.
+var ErrWait = errors.New("testhost: no completion in time")
+
+// Reap waits up to wait for completions and returns how many it reaped.
+func (h *Host) Reap(wait time.Duration) int {
+	var out [256]*C.nbffi_task_t
+	n := int(C.testhost_reap(h.h, &out[0], C.int(len(out)),
+		C.int(wait/time.Millisecond)))
+	for _, t := range out[:n] {
+		h.done[t] = true
+	}
+	return n
+}
+
+// Wait reaps until t is complete, for at most wait.
+func (h *Host) Wait(t *Task, wait time.Duration) error {
+	end := time.Now().Add(wait)
+	for !h.done[t.t] {
+		left := time.Until(end)
+		if left <= 0 {
+			return ErrWait
+		}
+		h.Reap(min(left, 100*time.Millisecond))
+	}
+	return nil
+}
+
+// Spin spins up to d for t's completion, as a host may before it sleeps,
+// and reaps it if it came.
+func (h *Host) Spin(t *Task, d time.Duration) {
+	if C.nbffi_host_spin(h.h, t.t, C.int64_t(d)) != 0 {
+		h.Reap(0)
+	}
+}
+
+// Done reports whether t was reaped.
+func (h *Host) Done(t *Task) bool { return h.done[t.t] }
+
+// Result reads a reaped task's status and a copy of its reply.
+func (t *Task) Result() (int, []byte) {
+	var n C.size_t
+	p := C.nbffi_task_reply(t.t, &n)
+	return int(C.nbffi_task_status(t.t)), C.GoBytes(p, C.int(n))
+}
+
+// Release gives up the host's reference, completed or not.
+func (h *Host) Release(t *Task) {
+	delete(h.done, t.t)
+	C.nbffi_task_release(t.t)
+}
+
+// Do posts a call, waits for it and releases it.
+func (h *Host) Do(r *Runtime, method string, payload []byte,
+	timeout time.Duration) (int, []byte, error) {
+
+	t, err := h.Call(r, method, payload, timeout)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer h.Release(t)
+
+	wait := timeout + 10*time.Second
+	if err := h.Wait(t, wait); err != nil {
+		return 0, nil, err
+	}
+	status, reply := t.Result()
+	return status, reply, nil
+}
