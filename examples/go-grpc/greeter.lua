@@ -43,7 +43,8 @@ end
 function _M.call(method)
     if not rt then
         return reply_json(ngx.HTTP_INTERNAL_SERVER_ERROR,
-                          { error = "runtime not loaded: " .. load_err })
+                          { error = "runtime not loaded: " .. (load_err
+                                    or "greeter.init() was not called") })
     end
 
     local args = ngx.req.get_uri_args()
