@@ -47,8 +47,12 @@ function _M.init()
     if getenv("NBFFI_PYTHON_LIB") then
         start_example("python-ml", "ml")
     end
-    if getenv("DEMO_JAVA") then
-        start_example("java-pool", "pool")
+    if getenv("DEMO_JAVA_LIB") then
+        start_example("java-pool", "pool", getenv("DEMO_JAVA_LIB"),
+                      "class=example.pool.PoolHandler\n"
+                      .. "classpath=" .. getenv("DEMO_JAVA_CLASSPATH") .. "\n"
+                      .. "arg.upstream=" .. getenv("DEMO_UPSTREAM") .. "\n"
+                      .. "arg.connections=4\n")
     end
 end
 
