@@ -32,12 +32,17 @@ location = /host {
 """
 
 
+# borrow_min: every payload copied, or every payload lent
+@pytest.mark.parametrize("borrow_min", ["math.huge", "0"],
+                         ids=["copied", "lent"])
 @pytest.mark.parametrize("spin", [None, 0], ids=["spin", "nospin"])
-def test_echo_round_trip(echo_nginx, balanced, spin):
-    ngx = echo_nginx(server=CALL)
+def test_echo_round_trip(echo_nginx, balanced, spin, borrow_min):
+    ngx = echo_nginx(server=CALL, init_worker=f"""
+        assert(require("resty.nbffi").init())
+        require("echo_rt").rt("threads=1", {{ borrow_min = {borrow_min} }})
+    """)
     q = "" if spin is None else f"&spin={spin}"
     payloads = [b"", b"hello", b"\0", b"a\0b\0\0c\0", bytes(range(256)) * 4,
-                os.urandom(16383), os.urandom(16384),   # copied / lent
                 os.urandom(100_000), os.urandom(1 << 20)]
     for p in payloads:
         r = ngx.request("/call?m=echo" + q, "POST", body=p)

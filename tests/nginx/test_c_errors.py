@@ -27,6 +27,10 @@ def test_bad_inputs_get_clear_errors(echo_nginx, balanced):
             show("missing path", nbffi.load("/nonexistent/libnope.so"))
             show("missing name", nbffi.load("nbffi_no_such_runtime"))
             show("empty name", nbffi.load(""))
+            -- C would load "libc.so.6" if it saw only the part before NUL
+            show("nul in name", nbffi.load("libc.so.6\0x"))
+            show("nul in search path", nbffi.load("x", nil,
+                                                  { search_path = "/\0" }))
             show("not a runtime", nbffi.load("libc.so.6"))
             show("failing init", nbffi.load(echo, "fail=boom"))
             show("bad cfg", nbffi.load(echo, "threads=99"))
@@ -52,7 +56,11 @@ def test_bad_inputs_get_clear_errors(echo_nginx, balanced):
             show("raise cfg", pcall(nbffi.load, echo, {}))
             show("raise opts", pcall(nbffi.load, echo, "", { max_queue = "x" }))
             show("raise queue", pcall(nbffi.load, echo, "", { max_queue = 1.5 }))
+            show("raise borrow", pcall(nbffi.load, echo, "",
+                                       { borrow_min = -1 }))
             show("raise timeout", pcall(rt.call, rt, "echo", "x", -1))
+            show("raise nan timeout", pcall(rt.call, rt, "echo", "x", 0/0))
+            show("huge timeout", rt:call("echo", "far", 1e300))
             show("raise call opts", pcall(rt.call, rt, "echo", "x", "fast"))
             show("still serving", rt:call("echo", "yes"))
         }
@@ -65,6 +73,10 @@ def test_bad_inputs_get_clear_errors(echo_nginx, balanced):
         "missing name": r"nil \| cannot load runtime library: "
                         r"nbffi_no_such_runtime: not found",
         "empty name": r"nil \| cannot load runtime library: empty name",
+        "nul in name": r"nil \| cannot load runtime library: name contains "
+                       r"a NUL byte",
+        "nul in search path": r"nil \| cannot load runtime library: "
+                              r"search_path contains a NUL byte",
         "not a runtime": r"nil \| runtime library lacks an entry point: "
                          r"libc.so.6: no nbffi_runtime_abi",
         "failing init": r"nil \| runtime init failed: .*init failed: boom$",
@@ -90,7 +102,10 @@ def test_bad_inputs_get_clear_errors(echo_nginx, balanced):
         "raise opts": r"false \| .*bad option 'max_queue' to 'load' "
                       r"\(number expected, got string\)",
         "raise queue": r"false \| .*bad option 'max_queue' to 'load'",
+        "raise borrow": r"false \| .*bad option 'borrow_min' to 'load'",
         "raise timeout": r"false \| .*bad timeout to 'call'",
+        "raise nan timeout": r"false \| .*bad timeout to 'call'",
+        "huge timeout": r"far \| nil",
         "raise call opts": r"false \| .*bad argument #3 to 'call'",
         "still serving": r"yes \| nil",
     }
