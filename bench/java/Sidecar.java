@@ -38,7 +38,8 @@ public final class Sidecar {
         Files.deleteIfExists(path);
         ServerSocketChannel server =
             ServerSocketChannel.open(StandardProtocolFamily.UNIX);
-        server.bind(UnixDomainSocketAddress.of(path));
+        // a backlog for wrk's bursts of new connections (c=200)
+        server.bind(UnixDomainSocketAddress.of(path), 1024);
         System.out.println("listening on " + path);
         System.out.flush();
         for (;;) {

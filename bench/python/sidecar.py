@@ -29,7 +29,8 @@ async def serve(reader, writer):
 
 
 async def main(path):
-    server = await asyncio.start_unix_server(serve, path)
+    # a backlog for wrk's bursts of new connections (c=200)
+    server = await asyncio.start_unix_server(serve, path, backlog=1024)
     print("listening", flush=True)
     async with server:
         await server.serve_forever()

@@ -2,12 +2,15 @@
 // "echo" runs echo.Echo, the handler the sidecar runs too; "clone" and
 // "alloc" reply with a copy of the payload in Go memory (copied again by
 // nbffi) and in C memory from nbffi.Alloc (handed over), to compare the
-// two ways a reply leaves Go.
+// two ways a reply leaves Go.  "md5" is the hashing job of bench/run (hex
+// MD5 of the payload), which it also gives ngx.run_worker_thread.
 package main
 
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 
 	"nbffi.dev/bench/go/echo"
 	nbffi "nbffi.dev/shims/go"
@@ -22,6 +25,10 @@ func init() {
 		b := nbffi.Alloc(ctx, len(p))
 		copy(b, p)
 		return b, nil
+	})
+	nbffi.Handle("md5", func(_ context.Context, p []byte) ([]byte, error) {
+		sum := md5.Sum(p)
+		return hex.AppendEncode(nil, sum[:]), nil
 	})
 }
 
