@@ -30,6 +30,7 @@
 
 #define ECHO_MAX_THREADS  16
 #define ECHO_BATCH        64
+#define ECHO_STOP_POLL_NS 100000000     /* 100 ms */
 
 typedef struct echo_rt_s  echo_rt_t;
 
@@ -39,6 +40,7 @@ struct echo_rt_s {
     int              nthreads;
     pthread_t        threads[ECHO_MAX_THREADS];
     atomic_ulong     answered;
+    atomic_int       stop;          /* init failed after starting threads */
 
     pthread_mutex_t  hold_lock;
     nbffi_task_t   **held;
@@ -90,6 +92,7 @@ nbffi_runtime_init(nbffi_queue_t *q, const void *cfg, size_t cfg_len,
     rt->q = q;
     rt->nthreads = 1;
     atomic_init(&rt->answered, 0);
+    atomic_init(&rt->stop, 0);
     (void) pthread_mutex_init(&rt->hold_lock, NULL);
 
     if (echo_parse_cfg(rt, cfg, cfg_len, err, err_len) != 0) {
@@ -101,13 +104,13 @@ nbffi_runtime_init(nbffi_queue_t *q, const void *cfg, size_t cfg_len,
         if (rc != 0) {
             snprintf(err, err_len, "cannot start thread %d: %s", i,
                      strerror(-rc));
-            if (i == 0) {
-                goto failed;
+            /* The host frees the queue of a failed runtime: stop the
+             * threads already started before returning. */
+            atomic_store(&rt->stop, 1);
+            while (i > 0) {
+                (void) pthread_join(rt->threads[--i], NULL);
             }
-            /* Threads already started wait on a queue that will never be
-             * closed; leaking them (and rt) is the only safe choice, and
-             * happens only when the system is out of threads. */
-            return -1;
+            goto failed;
         }
     }
 
@@ -229,8 +232,9 @@ echo_thread(void *arg)
     echo_rt_t     *rt = arg;
     nbffi_task_t  *tasks[ECHO_BATCH];
 
-    for ( ;; ) {
-        n = nbffi_queue_pop(rt->q, tasks, ECHO_BATCH, -1);
+    /* The bounded wait only serves the stop flag of a failed init. */
+    while (!atomic_load(&rt->stop)) {
+        n = nbffi_queue_pop(rt->q, tasks, ECHO_BATCH, ECHO_STOP_POLL_NS);
         if (n < 0) {
             break;          /* NBFFI_ECLOSED: end of queue */
         }
