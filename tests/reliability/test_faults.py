@@ -151,16 +151,10 @@ def test_answering_twice_is_detected(fault, fault_nginx, balanced):
     balanced(ngx, workers=1)
 
 
-def test_answering_twice_loses_no_other_call(fault, fault_nginx, balanced,
-                                             request):
+def test_answering_twice_loses_no_other_call(fault, fault_nginx, balanced):
     if not fault.twice_guarded:
         pytest.skip(f"{fault.lang}: a handler cannot answer twice through "
                     "this shim's API (see docs/reliability.md)")
-    if fault.lang == "python":
-        request.applymarker(pytest.mark.xfail(reason=(
-            "the shim's RuntimeError escapes _AsyncLoop.on_ready and the "
-            "rest of the popped batch waits for the garbage collector (see "
-            "docs/reliability.md)"), strict=False))
     ngx = fault_nginx()
     counts, _ = parse_calls(ngx.get("/calls?m=twice&p=x&c=20&t=3").text)
     assert counts == {"ok:first": 20}, counts

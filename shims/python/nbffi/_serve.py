@@ -152,7 +152,17 @@ class _AsyncLoop:
             if not tasks:
                 break
             for task in tasks:
-                self.dispatch(task)
+                try:
+                    self.dispatch(task)
+                except Exception as exc:
+                    # The shim's own failure, e.g. a handler that answered
+                    # its task itself: the rest of the batch still runs.
+                    log.exception("%s: serving %r failed", self.server.config
+                                  .handler, task.method)
+                    try:
+                        fail(task, exc)
+                    except RuntimeError:
+                        pass            # it was answered already
         for batcher in self.batchers.values():
             batcher.queue_drained()
 
