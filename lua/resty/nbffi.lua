@@ -264,9 +264,11 @@ local function exit_log(level, ...)
         msg[i] = tostring((select(i, ...)))
     end
     local pid = ngx_worker_pid()
-    io_stderr:write(os_date("%Y/%m/%d %H:%M:%S"), " [",
-                    LEVEL_NAMES[level], "] ", pid, "#", pid, ": ",
-                    table_concat(msg), "\n")
+    -- one string, one write(): workers exiting together share the file,
+    -- and stderr is unbuffered, so pieces written apart interleave
+    io_stderr:write(os_date("%Y/%m/%d %H:%M:%S") .. " ["
+                    .. LEVEL_NAMES[level] .. "] " .. pid .. "#" .. pid
+                    .. ": " .. table_concat(msg) .. "\n")
 end
 
 
