@@ -26,7 +26,14 @@
 #define NBFFI__SPIN_DEFAULT_NS      50000
 #define NBFFI__SPIN_MIN_NS          1000
 
+/* A spin-wait hint: lets the sibling hyperthread run and saves power. */
+#if defined(__x86_64__) || defined(__i386__)
 #define nbffi__cpu_relax()  __builtin_ia32_pause()
+#elif defined(__aarch64__) || defined(__arm__)
+#define nbffi__cpu_relax()  __asm__ __volatile__("yield" ::: "memory")
+#else
+#define nbffi__cpu_relax()  atomic_signal_fence(memory_order_seq_cst)
+#endif
 
 #define nbffi__abort_on(cond, what)                                          \
     do {                                                                     \
