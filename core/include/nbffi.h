@@ -4,14 +4,17 @@
  * threads in the same process.
  *
  * Two halves share this header:
- *   - the host half: host, runtime loading, call, reap, release;
- *   - the runtime half: queue pop, task getters, respond, log.
+ *   - the host half: host, runtime life cycle, call, reap, release;
+ *   - the runtime half: the entry points a runtime library exports, queue
+ *     pop, task getters, respond, log.
  *
  * Threads.  "host thread" means the one thread that owns an nbffi_host_t
  * (the event loop).  Several hosts may exist, each on its own thread, and
  * any of them may post to the same runtime.  "runtime thread" means any
- * thread a runtime library runs on.  Every function below names the
- * threads that may call it.
+ * thread a runtime library runs on.  "core thread" means a thread libnbffi
+ * starts itself: the host thread never runs foreign code, so dlopen, init
+ * and fini run on core threads, with every asynchronous signal blocked.
+ * Every function below names the threads that may call it.
  *
  * Errors.  Functions return 0 (or a count) on success and a negative
  * NBFFI_E* code on failure.  A failing call has no effect: nothing was
@@ -20,12 +23,20 @@
  *
  * Ownership of a task.  A task is owned jointly by the host side and the
  * runtime side.  nbffi_call() gives the host one reference and queues the
- * other for the runtime.  The runtime gives its reference up with exactly
- * one nbffi_task_respond*() call; after that it must not touch the task.
- * The host gives its reference up with nbffi_task_release(), either after
- * reading the reply or before the reply came (the task is then cancelled
- * and freed when its completion is reaped).  The memory is freed, on a host
- * thread, when both references are gone.
+ * other for the runtime.  The runtime gives its reference up with one
+ * nbffi_task_respond*() call; libnbffi refuses a second one.  The host
+ * gives its reference up with nbffi_task_release(), either after reading
+ * the reply or before the reply came (the task is then cancelled and freed
+ * when its completion is reaped).  The memory is freed, on a host thread,
+ * when both references are gone -- except for the tasks of an orphaned
+ * runtime (see nbffi_runtime_close), which are leaked on purpose.
+ *
+ * Life of a runtime.  nbffi_runtime_load() returns at once; a core thread
+ * loads the library and runs its init.  nbffi_runtime_close() stops new
+ * calls; a core thread runs fini with a deadline.  Each of the two reports
+ * its end to the host as a task completion (a "life-cycle task"), through
+ * the same notifier as replies.  Every task posted completes exactly once:
+ * with a reply, a runtime error, a timeout, a failed start or closed.
  */
 
 #ifndef NBFFI_H
@@ -45,33 +56,37 @@ extern "C" {
 #endif
 
 #define NBFFI_VERSION_MAJOR  0
-#define NBFFI_VERSION_MINOR  1
+#define NBFFI_VERSION_MINOR  2
 #define NBFFI_VERSION_PATCH  0
 
 /*
  * The ABI version between libnbffi and runtime libraries.  A runtime
  * library exports nbffi_runtime_abi() returning the value it was built
- * with; the loader refuses a library whose value differs.
+ * with; the loader refuses a library whose value differs.  Version 2: init
+ * hands back a per-runtime pointer, fini takes it and a deadline.
  */
-#define NBFFI_ABI_VERSION  1
+#define NBFFI_ABI_VERSION  2
 
 /* Error codes: negative errno values, plus nbffi's own below -4000. */
 #define NBFFI_ERRNO_MAP(XX)                                                  \
-    XX(EINVAL,    -22,   "invalid argument")                                 \
-    XX(ENOMEM,    -12,   "out of memory")                                    \
-    XX(E2BIG,     -7,    "payload or method name too large")                 \
-    XX(EQFULL,    -11,   "queue full")                                       \
-    XX(ECLOSED,   -32,   "runtime closed")                                   \
-    XX(ETIMEDOUT, -110,  "timeout")                                          \
-    XX(ECANCELED, -125,  "canceled")                                         \
-    XX(EBUSY,     -16,   "busy")                                             \
-    XX(EPERM,     -1,    "operation not permitted")                          \
-    XX(EIO,       -5,    "system call failed")                               \
-    XX(ELOAD,     -4001, "cannot load runtime library")                      \
-    XX(ESYM,      -4002, "runtime library lacks an entry point")             \
-    XX(EABI,      -4003, "runtime library built for another ABI version")    \
-    XX(EINIT,     -4004, "runtime init failed")                              \
-    XX(ERUNTIME,  -4005, "runtime error")                                    \
+    XX(EINVAL,       -22,   "invalid argument")                              \
+    XX(ENOMEM,       -12,   "out of memory")                                 \
+    XX(E2BIG,        -7,    "payload or method name too large")              \
+    XX(EQFULL,       -11,   "queue full")                                    \
+    XX(ECLOSED,      -32,   "runtime closed")                                \
+    XX(ETIMEDOUT,    -110,  "timeout")                                       \
+    XX(ECANCELED,    -125,  "canceled")                                      \
+    XX(EBUSY,        -16,   "busy")                                          \
+    XX(EPERM,        -1,    "operation not permitted")                       \
+    XX(EIO,          -5,    "system call failed")                            \
+    XX(ENAMETOOLONG, -36,   "path too long")                                 \
+    XX(EALREADY,     -114,  "task already answered")                         \
+    XX(ELOAD,        -4001, "cannot load runtime library")                   \
+    XX(ESYM,         -4002, "runtime library lacks an entry point")          \
+    XX(EABI,         -4003, "runtime library built for another ABI version") \
+    XX(EINIT,        -4004, "runtime init failed")                           \
+    XX(ERUNTIME,     -4005, "runtime error")                                 \
+    XX(EORPHANED,    -4006, "runtime orphaned")                              \
 
 typedef enum {
 #define NBFFI__ERR_ENUM(name, val, msg)  NBFFI_##name = (val),
@@ -89,6 +104,16 @@ typedef enum {
     NBFFI_LOG_DEBUG = 7
 } nbffi_log_level_t;
 
+/* States of a runtime, see nbffi_runtime_state(). */
+typedef enum {
+    NBFFI_RT_STARTING = 0,  /* a core thread loads it and runs its init  */
+    NBFFI_RT_READY = 1,     /* init returned 0                           */
+    NBFFI_RT_FAILED = 2,    /* load or init failed, or init timed out    */
+    NBFFI_RT_CLOSING = 3,   /* closed; fini runs                         */
+    NBFFI_RT_CLOSED = 4,    /* fini returned and every thread left       */
+    NBFFI_RT_ORPHANED = 5   /* threads stayed past the close deadline    */
+} nbffi_rt_state_t;
+
 /* Host flags, for nbffi_host_new(). */
 #define NBFFI_HOST_NOTIFY_EVENTFD  0x0u  /* notifier is an eventfd         */
 #define NBFFI_HOST_NOTIFY_SOCKET   0x1u  /* notifier is a unix socket      */
@@ -103,7 +128,8 @@ typedef enum {
 #define NBFFI_CALL_BORROW          0x1u  /* do not copy the payload: the
                                             caller keeps it alive and
                                             unchanged until the task is
-                                            released                        */
+                                            released (forever, if the task
+                                            is leaked: nbffi_task_leaked) */
 
 #define NBFFI_MAX_METHOD           255   /* bytes in a method name         */
 
@@ -162,7 +188,7 @@ NBFFI_EXTERN size_t nbffi_host_size(void);
 NBFFI_EXTERN size_t nbffi_task_size(void);
 
 
-/* ---- host half -------------------------------------------------------- */
+/* ---- host half: the host ---------------------------------------------- */
 
 /*
  * Creates a host: a done queue and its completion notifier.  flags is a set
@@ -174,8 +200,11 @@ NBFFI_EXTERN int nbffi_host_new(nbffi_host_t **out, unsigned flags);
 
 /*
  * Host thread.  Frees the host.  Every runtime loaded on it must have been
- * freed and every task posted from it released; otherwise NBFFI_EBUSY and
- * nothing is freed.
+ * freed (nbffi_runtime_free) and every task posted from it released;
+ * otherwise NBFFI_EBUSY and nothing is freed.  If a runtime of the host
+ * was orphaned, its threads may still log through the host: the host's
+ * descriptors are closed but its memory (a few hundred bytes) is kept and
+ * their lines are dropped.
  */
 NBFFI_EXTERN int nbffi_host_free(nbffi_host_t *host);
 
@@ -188,23 +217,32 @@ NBFFI_EXTERN int nbffi_host_fd(nbffi_host_t *host);
 
 /*
  * Host thread, NBFFI_HOST_NOTIFY_SOCKET hosts.  The notifier handshake:
- *   1. nbffi_host_listen() makes a private 0700 directory with a listening
- *      unix socket in it and writes its path (NUL-terminated) to buf;
+ *   1. nbffi_host_listen() makes a private 0700 directory in $TMPDIR (else
+ *      /tmp) with a listening unix socket in it and writes its path
+ *      (NUL-terminated) to buf;
  *   2. the host's event loop connects a stream socket to that path (a
  *      connect to a listening unix socket completes without an accept);
- *   3. nbffi_host_accept() accepts that connection, rejects any peer whose
- *      SO_PEERCRED pid is not this process, unlinks the path and removes
- *      the directory.
+ *   3. nbffi_host_accept() accepts connections until it finds the one made
+ *      by this process (SO_PEERCRED pid): others, made by any other process
+ *      of the same user that raced to the path, are closed and counted
+ *      (nbffi_host_peers_refused); it then unlinks the path and removes the
+ *      directory.
  * From then on the event loop's socket receives one byte per wake-up; it
  * reads and discards them.  Calling listen again starts a new handshake
  * (a reconnect) and drops the previous connection once accept succeeds.
- * listen returns NBFFI_E2BIG if len is too small; accept returns
- * NBFFI_EBUSY when no connection is pending yet and NBFFI_EPERM when the
- * peer is another process.
+ *
+ * listen fails with NBFFI_ENAMETOOLONG when the socket path would exceed
+ * the 107 bytes a unix socket path can hold, or len is too small, and with
+ * NBFFI_EIO when the directory or socket cannot be made; either way it
+ * writes a message naming the path, the limit or the system error to buf
+ * (truncated to len).  accept returns NBFFI_EBUSY when this process's
+ * connection is not pending (after accepting and refusing at most 128
+ * others), NBFFI_EINVAL without a listen.
  */
 NBFFI_EXTERN int nbffi_host_listen(nbffi_host_t *host, char *buf,
     size_t len);
 NBFFI_EXTERN int nbffi_host_accept(nbffi_host_t *host);
+NBFFI_EXTERN uint64_t nbffi_host_peers_refused(nbffi_host_t *host);
 
 /*
  * Host thread.  Signals the notifier from the host itself (e.g. to wake a
@@ -245,12 +283,24 @@ NBFFI_EXTERN int nbffi_host_spin(nbffi_host_t *host, nbffi_task_t *task,
     int64_t spin_ns);
 
 /*
- * Host thread.  Tasks posted from this host and not yet freed; tasks
- * allocated and freed over the host's life.  Invariant checks use them.
+ * Host thread.  Blocks the calling thread until a completion or a queued
+ * log line is waiting, or until deadline_ns (nbffi_now_ns clock; 0: no
+ * limit).  Returns 1 if something is waiting, 0 at the deadline.  For
+ * hosts that may block: tests, plain C programs, and an event loop's final
+ * shutdown -- never an event loop that still serves.
+ */
+NBFFI_EXTERN int nbffi_host_wait(nbffi_host_t *host, int64_t deadline_ns);
+
+/*
+ * Host thread.  Tasks posted from this host (calls and life-cycle tasks)
+ * that are not yet freed; allocated and freed over the host's life; and
+ * leaked on purpose because an orphaned runtime may still read them.
+ * live == allocated - freed - leaked.
  */
 NBFFI_EXTERN uint64_t nbffi_host_tasks_live(nbffi_host_t *host);
 NBFFI_EXTERN uint64_t nbffi_host_tasks_allocated(nbffi_host_t *host);
 NBFFI_EXTERN uint64_t nbffi_host_tasks_freed(nbffi_host_t *host);
+NBFFI_EXTERN uint64_t nbffi_host_tasks_leaked(nbffi_host_t *host);
 
 /*
  * Host thread, NBFFI_HOST_LOG_QUEUE hosts.  Pops the oldest queued runtime
@@ -259,91 +309,109 @@ NBFFI_EXTERN uint64_t nbffi_host_tasks_freed(nbffi_host_t *host);
  * when none is queued.  At most 1024 lines are kept, each cut to 4096
  * bytes; when full the oldest is dropped and counted in *dropped (may be
  * NULL), which is reset by every call.  Empty lines are not logged.
+ * libnbffi logs its own events (a runtime orphaned, an answer refused)
+ * through the same queue.
  */
 NBFFI_EXTERN int nbffi_host_log_next(nbffi_host_t *host, int *level,
     char *buf, size_t len, uint64_t *dropped);
 
 /*
  * Host thread.  Where runtime log lines go on a non-queueing host: cb is
- * called on the logging runtime thread, one call at a time, with a
- * message that is not NUL-terminated.  NULL restores stderr.
+ * called on the logging thread (a runtime or core thread), one call at a
+ * time, with a message that is not NUL-terminated.  NULL restores stderr.
  */
 NBFFI_EXTERN void nbffi_host_set_log(nbffi_host_t *host, nbffi_log_cb cb,
     void *ud);
 
-/*
- * Host thread.  Bounds how long nbffi_runtime_load() waits for a runtime's
- * init: timeout_ms > 0 runs init on a helper thread (nbffi_thread_create)
- * and fails the load with NBFFI_EINIT, "init did not return within N ms",
- * when it has not returned by then; 0 calls init on the host thread and
- * waits as long as it takes.  The default is 0, or the value of the
- * environment variable NBFFI_INIT_TIMEOUT_MS (decimal milliseconds) when
- * nbffi_host_new() was called.
- *
- * A stuck init cannot be stopped safely, so on timeout nbffi leaves it
- * running and leaks what it may still touch: its helper thread, the
- * runtime's queue and the library.  Should init return later, the queue is
- * closed (threads it started see end-of-queue and exit, unjoined; fini is
- * never called).  Lines it logs go to the host while the host lives and
- * are dropped after nbffi_host_free(), which then closes the host's
- * descriptors but keeps its memory (a few hundred bytes) for the stuck
- * thread to log into.
- */
-NBFFI_EXTERN void nbffi_host_set_init_timeout(nbffi_host_t *host,
-    int64_t timeout_ms);
+
+/* ---- host half: runtimes ---------------------------------------------- */
 
 /*
- * Host thread.  Loads a runtime library and starts a runtime in it.
+ * Host thread.  Starts a runtime and returns at once: the library is
+ * loaded and its init run on a core thread, never on the calling thread.
  *
  * lib is a path (it contains a '/') or a short name: "echo" is looked up as
  * "libecho.so" in each directory of search_path (':'-separated, may be
- * NULL), then through dlopen's own search, then as "echo" itself.
- * The library must export
- *     unsigned nbffi_runtime_abi(void);           returns NBFFI_ABI_VERSION
- *     int nbffi_runtime_init(nbffi_queue_t *q, const void *cfg,
- *         size_t cfg_len, char *err, size_t err_len);
- * and may export
- *     void nbffi_runtime_fini(nbffi_queue_t *q);
- * init is called once, on this thread (on a helper thread when the host
- * has an init timeout, see nbffi_host_set_init_timeout), with cfg
- * (cfg_len bytes, may hold NUL bytes, need not be NUL-terminated; valid
- * only during the call) and the new runtime's queue.  It starts the
- * threads that pop from q and returns 0, or returns non-zero after writing
- * a NUL-terminated message to err.  fini, if exported, is called by
- * nbffi_runtime_free() after the
- * queue is closed and must return only once no thread of the runtime will
- * touch q or any of its tasks again (join them there).
+ * NULL), then through dlopen's own search, then as "echo" itself.  lib,
+ * search_path and cfg (cfg_len bytes, may hold NUL bytes) are copied.
  *
  * max_queue bounds the request queue (0: 65536).  max_payload bounds the
- * payload of one call in bytes (0: 64 MiB).  flags: NBFFI_LOAD_*.
+ * payload of one call in bytes (0: 64 MiB).  start_deadline_ns
+ * (nbffi_now_ns clock, 0: none) bounds the start: an init still running
+ * then is left to itself and the runtime fails with "init did not return
+ * within N ms".  flags: NBFFI_LOAD_*.
  *
- * On failure returns NBFFI_ELOAD, NBFFI_ESYM, NBFFI_EABI, NBFFI_EINIT,
- * NBFFI_ENOMEM or NBFFI_EINVAL and writes a NUL-terminated message to err
- * (dlerror's text, the missing symbol, both ABI versions, init's own
- * message, or "init did not return within N ms").  The library is never
- * dlclose'd: runtimes such as Go cannot be unloaded.  On success *out is
- * the caller's until nbffi_runtime_free().
+ * On success *out is the caller's until nbffi_runtime_free(), in state
+ * NBFFI_RT_STARTING.  Calls may be posted at once: they wait in the queue
+ * (within their own deadlines) until the runtime's threads pop them.  If
+ * task is not NULL, *task is a life-cycle task, reaped on host like a
+ * reply once the start ended: status 0 when the runtime is ready, else
+ * NBFFI_ELOAD, NBFFI_ESYM, NBFFI_EABI or NBFFI_EINIT with the message as
+ * its reply (dlerror's text naming the file, the missing symbol, both ABI
+ * versions, init's own message or the timeout).  After a failed start,
+ * every call queued completes with that status and message, and later
+ * calls are refused with it (nbffi_call returns it; the message is
+ * nbffi_runtime_error()).  The library is never dlclose'd: runtimes such
+ * as Go cannot be unloaded.
+ *
+ * Returns 0, or NBFFI_EINVAL, NBFFI_ENOMEM, NBFFI_EIO (no thread could be
+ * started); on error nothing was started and *out and *task are unset.
  */
 NBFFI_EXTERN int nbffi_runtime_load(nbffi_host_t *host, const char *lib,
     const char *search_path, const void *cfg, size_t cfg_len,
-    uint32_t max_queue, uint64_t max_payload, unsigned flags,
-    nbffi_runtime_t **out, char *err, size_t err_len);
+    uint32_t max_queue, uint64_t max_payload, int64_t start_deadline_ns,
+    unsigned flags, nbffi_runtime_t **out, nbffi_task_t **task);
+
+/* Any thread.  The runtime's nbffi_rt_state_t. */
+NBFFI_EXTERN int nbffi_runtime_state(nbffi_runtime_t *rt);
 
 /*
- * Host thread.  Stops accepting calls.  Tasks already queued are still
- * popped by the runtime, after which its threads get NBFFI_ECLOSED from
- * nbffi_queue_pop() and exit.  Never blocks.  Idempotent.
+ * Host thread.  After a failed start (NBFFI_RT_FAILED): the status
+ * (NBFFI_ELOAD...) and message of the failure, valid until
+ * nbffi_runtime_free(); else 0 and "".
  */
-NBFFI_EXTERN void nbffi_runtime_close(nbffi_runtime_t *rt);
+NBFFI_EXTERN int nbffi_runtime_error(nbffi_runtime_t *rt, const char **msg);
 
 /*
- * Host thread.  Closes the runtime, calls its fini (which may block until
- * the runtime's threads have exited: call this when no call is in flight,
- * or at process exit), then completes every task the runtime popped and
- * never answered with NBFFI_ECLOSED.  A runtime that exports no fini gets
- * only the close: its unanswered tasks stay pending, so a runtime with
- * threads must export fini.  The runtime's memory is freed once all its
- * tasks are reaped or released; rt must not be used after this.
+ * Host thread.  Closes the runtime and returns at once.  From now on calls
+ * are refused with NBFFI_ECLOSED; tasks already queued are still popped by
+ * the runtime, after which its threads get NBFFI_ECLOSED from
+ * nbffi_queue_pop() and exit.  A core thread calls the runtime's fini with
+ * deadline_ns (0: none) -- after the start ended, if it has not yet.
+ *
+ * When fini returned and the runtime's threads have left (fini reports
+ * none stayed, none is inside nbffi_queue_pop, and no popped task is left
+ * unanswered), the runtime is NBFFI_RT_CLOSED: its queue's descriptor is
+ * closed and its memory goes with its last task.  Otherwise -- fini did
+ * not return by the deadline, or reported threads that stayed, or
+ * returned with tasks still unanswered -- it is NBFFI_RT_ORPHANED: every
+ * task it still held completes to the host as NBFFI_ECLOSED (exactly once;
+ * a late answer from the runtime is refused), those tasks and the
+ * runtime's memory are leaked on purpose, never freed under a live
+ * thread, and one log line names the library and what stayed.
+ *
+ * If task is not NULL, *task is a life-cycle task completed when that is
+ * decided: status 0 (closed) or NBFFI_EORPHANED (reply: what stayed).
+ * Returns 0, NBFFI_EALREADY (closed before; *task unset), NBFFI_ENOMEM or
+ * NBFFI_EIO (no thread could be started: the queue is closed but fini
+ * was not called; the runtime is orphaned).
+ */
+NBFFI_EXTERN int nbffi_runtime_close(nbffi_runtime_t *rt,
+    int64_t deadline_ns, nbffi_task_t **task);
+
+/*
+ * Host thread.  Blocks the calling thread until the runtime's start (and
+ * its close, if one was asked for) has ended, or until deadline_ns
+ * (0: no limit), and returns its state.  For hosts that may block: tests,
+ * plain C programs, an event loop's final shutdown.
+ */
+NBFFI_EXTERN int nbffi_runtime_wait(nbffi_runtime_t *rt, int64_t deadline_ns);
+
+/*
+ * Host thread.  Gives up the host's handle; rt must not be used after
+ * this.  Never blocks.  An open runtime is closed first, with no deadline
+ * and no life-cycle task.  The memory goes once the close has ended and
+ * every task of the runtime is freed (never, if it was orphaned).
  */
 NBFFI_EXTERN void nbffi_runtime_free(nbffi_runtime_t *rt);
 
@@ -363,15 +431,21 @@ NBFFI_EXTERN void nbffi_runtime_stats(nbffi_runtime_t *rt,
 /* Host thread.  1 once nbffi_runtime_close() was called. */
 NBFFI_EXTERN int nbffi_runtime_closed(nbffi_runtime_t *rt);
 
+
+/* ---- host half: calls ------------------------------------------------- */
+
 /*
  * Host thread of host.  Posts a task: method (mlen bytes, 1..255, any
  * bytes but NUL), payload (plen bytes, copied unless flags has
  * NBFFI_CALL_BORROW), deadline (nbffi_now_ns() clock, 0 for none).  Never
  * blocks.  On success *out is the task, the host's until
- * nbffi_task_release(); its completion is reaped on host.
- * Errors: NBFFI_ECLOSED (runtime closed), NBFFI_EQFULL (max_queue tasks
- * already queued), NBFFI_E2BIG (payload over max_payload or method over
- * NBFFI_MAX_METHOD), NBFFI_EINVAL (empty method), NBFFI_ENOMEM.
+ * nbffi_task_release(); its completion is reaped on host.  A runtime that
+ * is still starting takes calls: they wait in its queue.
+ * Errors: NBFFI_ECLOSED (runtime closed), the status of a failed start
+ * (NBFFI_ELOAD, NBFFI_ESYM, NBFFI_EABI, NBFFI_EINIT: see
+ * nbffi_runtime_error), NBFFI_EQFULL (max_queue tasks already queued),
+ * NBFFI_E2BIG (payload over max_payload or method over NBFFI_MAX_METHOD),
+ * NBFFI_EINVAL (empty method), NBFFI_ENOMEM.
  */
 NBFFI_EXTERN int nbffi_call(nbffi_host_t *host, nbffi_runtime_t *rt,
     const char *method, size_t mlen, const void *payload, size_t plen,
@@ -382,11 +456,21 @@ NBFFI_EXTERN int nbffi_call(nbffi_host_t *host, nbffi_runtime_t *rt,
  * reply, a positive runtime-defined code for a runtime error (the reply
  * then holds its message), or a negative NBFFI_E* code set by nbffi:
  * NBFFI_ETIMEDOUT (deadline passed before a runtime thread took it),
- * NBFFI_ECANCELED, NBFFI_ECLOSED (runtime freed without answering).  The
- * reply pointer is owned by the task, valid until nbffi_task_release().
+ * NBFFI_ECANCELED, NBFFI_ECLOSED (runtime closed without answering), the
+ * status of a failed start (reply: its message), and for life-cycle tasks
+ * those of nbffi_runtime_load and nbffi_runtime_close.  The reply pointer
+ * is owned by the task, valid until nbffi_task_release().
  */
 NBFFI_EXTERN int nbffi_task_status(nbffi_task_t *task);
 NBFFI_EXTERN const void *nbffi_task_reply(nbffi_task_t *task, size_t *len);
+
+/*
+ * Host thread, on a reaped task.  1 when the task was completed for an
+ * orphaned runtime whose thread may still read it: its memory is leaked
+ * on purpose at release, and a payload it borrowed (NBFFI_CALL_BORROW)
+ * must be kept alive and unchanged for the life of the process.
+ */
+NBFFI_EXTERN int nbffi_task_leaked(nbffi_task_t *task);
 
 /*
  * Host thread.  Gives up the host's reference.  On a completed task, frees
@@ -400,13 +484,54 @@ NBFFI_EXTERN void nbffi_task_release(nbffi_task_t *task);
 NBFFI_EXTERN uint64_t nbffi_task_id(nbffi_task_t *task);
 
 
-/* ---- runtime half ----------------------------------------------------- */
+/* ---- runtime half: the entry points of a runtime library --------------- */
+
+/*
+ * A runtime library exports three functions, with the types below and
+ * these names (declared by the library itself, with NBFFI_EXTERN: Go's cgo
+ * cannot declare a const parameter):
+ *     unsigned nbffi_runtime_abi(void);
+ *     int nbffi_runtime_init(nbffi_queue_t *q, const void *cfg,
+ *         size_t cfg_len, void **data, char *err, size_t err_len);
+ *     int nbffi_runtime_fini(void *data, int64_t deadline_ns);
+ *
+ * nbffi_runtime_abi: any thread; returns NBFFI_ABI_VERSION.
+ *
+ * nbffi_runtime_init: called once per runtime on a core thread whose
+ * asynchronous signals are blocked (threads it starts inherit that mask),
+ * with the runtime's queue q (valid until fini returns) and cfg (cfg_len
+ * bytes, may hold NUL bytes, need not be NUL-terminated; valid only during
+ * the call).  It starts the threads that pop from q, stores a pointer of
+ * its own in *data (may be NULL) and returns 0; or it stops every thread
+ * it started, writes a NUL-terminated message to err (err_len bytes) and
+ * returns non-zero: no thread of it may touch q afterwards.  It may log
+ * through q.  It may take long (a JVM starts): the host is not blocked.
+ *
+ * nbffi_runtime_fini: optional; called once, on a core thread, after the
+ * host closed the runtime, with init's data.  The queue is closed: threads
+ * finish the queued tasks, get NBFFI_ECLOSED from nbffi_queue_pop and
+ * leave.  fini makes its handlers hurry (cancel them), waits for its
+ * threads until deadline_ns (nbffi_now_ns clock; 0: none) and returns the
+ * number of threads that have not left by then -- 0 when none will touch
+ * q or any of its tasks again, after which fini frees data.  A positive
+ * count leaves data allocated for the threads that stayed.  libnbffi
+ * stops waiting at the deadline whether fini returned or not.  A runtime
+ * without threads of its own may omit fini.
+ */
+typedef unsigned (*nbffi_runtime_abi_fn)(void);
+typedef int (*nbffi_runtime_init_fn)(nbffi_queue_t *q, const void *cfg,
+    size_t cfg_len, void **data, char *err, size_t err_len);
+typedef int (*nbffi_runtime_fini_fn)(void *data, int64_t deadline_ns);
+
+
+
+/* ---- runtime half: serving -------------------------------------------- */
 
 /*
  * Runtime threads.  Takes up to max tasks, oldest first, waiting at most
  * timeout_ns (-1: forever, 0: do not wait).  Spins briefly before sleeping
  * when tasks arrived recently.  Returns the number taken (each one the
- * caller's to answer with exactly one nbffi_task_respond*()), 0 on timeout,
+ * caller's to answer with one nbffi_task_respond*()), 0 on timeout,
  * or NBFFI_ECLOSED once the queue is closed and empty (end-of-queue: the
  * thread should exit).  Tasks whose deadline passed or that the host
  * released are answered by nbffi and not returned.
@@ -418,7 +543,9 @@ NBFFI_EXTERN int nbffi_queue_pop(nbffi_queue_t *q, nbffi_task_t **out,
  * Any thread.  An eventfd (owned by the queue) that becomes readable when
  * tasks are queued or the queue is closed, for runtimes that own an event
  * loop: on readable, read it to drain, then pop with timeout 0 until 0.
- * Returns the fd or a negative NBFFI_E* code.
+ * Closed once the runtime is NBFFI_RT_CLOSED (fini returned): a runtime
+ * that keeps a duplicate of it closes that copy in fini.  Returns the fd
+ * or a negative NBFFI_E* code.
  */
 NBFFI_EXTERN int nbffi_queue_fd(nbffi_queue_t *q);
 
@@ -426,7 +553,7 @@ NBFFI_EXTERN int nbffi_queue_fd(nbffi_queue_t *q);
 NBFFI_EXTERN int nbffi_queue_closed(nbffi_queue_t *q);
 
 /*
- * Runtime threads.  Writes a log line through the host (see
+ * Runtime and core threads.  Writes a log line through the host (see
  * nbffi_host_set_log and NBFFI_HOST_LOG_QUEUE).  msg need not be
  * NUL-terminated.  nbffi_logf formats like printf.
  */
@@ -446,16 +573,21 @@ NBFFI_EXTERN int64_t nbffi_task_deadline(nbffi_task_t *task);
 NBFFI_EXTERN int nbffi_task_cancelled(nbffi_task_t *task);
 
 /*
- * Runtime threads.  Answers a popped task exactly once and gives up the
- * runtime's reference: the task must not be touched afterwards.  status 0
- * is a reply; a positive status is a runtime error whose message is data.
+ * Runtime threads.  Answers a popped task and gives up the runtime's
+ * reference: the task must not be touched afterwards.  status 0 is a
+ * reply; a positive status is a runtime error whose message is data.
  * nbffi_task_respond copies data (len bytes).  nbffi_task_respond_owned
  * hands data over instead: nbffi calls free_cb(data, ud) on a host thread
  * once the host is done with the reply (at once if the host already gave
- * up).  Either way the task is answered: a negative status is reserved
- * and recorded as NBFFI_ERUNTIME; if nbffi_task_respond cannot allocate
- * the copy it answers with status NBFFI_ENOMEM and returns NBFFI_ENOMEM.
- * Otherwise returns 0.
+ * up).  A negative status is reserved and recorded as NBFFI_ERUNTIME; if
+ * nbffi_task_respond cannot allocate the copy it answers with status
+ * NBFFI_ENOMEM and returns NBFFI_ENOMEM.  Otherwise returns 0.
+ *
+ * Answer once: a task that this runtime does not hold -- answered
+ * already, or completed as closed when the runtime was orphaned -- is
+ * refused with NBFFI_EALREADY and a log line, without reading or writing
+ * the task's memory; nbffi_task_respond_owned then leaves data to the
+ * caller, and free_cb is never called.
  */
 NBFFI_EXTERN int nbffi_task_respond(nbffi_task_t *task, int status,
     const void *data, size_t len);

@@ -1,8 +1,6 @@
 /*
- * Error text, version, clock and sizes: the functions any thread may call.
+ * Error text, version and sizes: the functions any thread may call.
  */
-
-#include <time.h>
 
 #include "nbffi_int.h"
 
@@ -49,16 +47,6 @@ unsigned
 nbffi_abi_version(void)
 {
     return NBFFI_ABI_VERSION;
-}
-
-
-int64_t
-nbffi_now_ns(void)
-{
-    struct timespec  ts;
-
-    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 

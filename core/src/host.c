@@ -1,38 +1,21 @@
 /*
- * The host: a done queue (a lock-free stack that answering threads push
- * onto and the host thread takes whole) and its completion notifier.
- *
- * Wake-ups are coalesced by the signaled flag: the first completion after
- * a reap writes the notifier, the others see the flag and do not.  The
- * reaper clears the flag before it takes the stack, so a completion pushed
- * after the take always writes again: no lost wake-up.
- *
- * The socket notifier keeps one stable descriptor number for the whole
- * life of the host (first /dev/null, then the accepted connection put in
- * its place with dup3), so an answering thread can never write to a number
- * that was closed and reused for something else.
+ * The host: what the event loop thread owns.  Posting calls, reaping
+ * completions in order, releasing tasks, and the host's counters; the
+ * done queue and the notifier are in done.c and notify.c.
  */
 
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <unistd.h>
+#include <time.h>
 
 #include "nbffi_int.h"
 
+/* How often nbffi_host_wait looks for work: it only serves tests and a
+ * final shutdown, which need no sharper wake-up. */
+#define NBFFI__WAIT_POLL_NS  1000000
 
-static void nbffi__host_listen_cleanup(nbffi_host_t *host);
-static nbffi_task_t *nbffi__host_take(nbffi_host_t *host);
-static int nbffi__host_ready(nbffi_host_t *host, nbffi_task_t *task);
-static void nbffi__host_count(nbffi_runtime_t *rt, uint64_t ok,
-    uint64_t failed, uint64_t timed_out, uint64_t finished);
-static int64_t nbffi__env_ms(const char *name);
+
+static void nbffi__host_free_task(nbffi_task_t *task);
 
 
 int
@@ -52,25 +35,20 @@ nbffi_host_new(nbffi_host_t **out, unsigned flags)
     }
 
     host->flags = flags;
-    host->listen_fd = -1;
-    host->init_timeout_ms = nbffi__env_ms("NBFFI_INIT_TIMEOUT_MS");
-    atomic_init(&host->done, NULL);
-    atomic_init(&host->signaled, 0);
-    atomic_init(&host->pushers, 0);
+    atomic_init(&host->ops, 0);
+    atomic_init(&host->orphans, 0);
 
-    if (flags & NBFFI_HOST_NOTIFY_SOCKET) {
-        host->notify_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
-    } else {
-        host->notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    }
-
-    if (host->notify_fd < 0) {
+    if (nbffi__done_init(&host->done, !!(flags & NBFFI_HOST_NOTIFY_SOCKET))
+        != 0)
+    {
         free(host);
         return NBFFI_EIO;
     }
 
-    if (pthread_mutex_init(&host->log_lock, NULL) != 0) {
-        (void) close(host->notify_fd);
+    if (nbffi__log_init(&host->log, !!(flags & NBFFI_HOST_LOG_QUEUE),
+                        &host->done) != 0)
+    {
+        nbffi__done_destroy(&host->done);
         free(host);
         return NBFFI_ENOMEM;
     }
@@ -83,282 +61,145 @@ nbffi_host_new(nbffi_host_t **out, unsigned flags)
 int
 nbffi_host_free(nbffi_host_t *host)
 {
-    if (host->runtimes != 0 || host->allocated != host->freed) {
+    if (host->runtimes != 0
+        || host->allocated != host->freed + host->leaked
+        || atomic_load(&host->ops) != 0)
+    {
         return NBFFI_EBUSY;
     }
 
-    /* Every task is freed, but the thread that answered the last one may
-     * still be about to write the notifier: a few instructions away. */
-    while (atomic_load_explicit(&host->pushers, memory_order_acquire) != 0) {
-        nbffi__cpu_relax();
-    }
-
-    nbffi__host_listen_cleanup(host);
-
-    if (host->orphans != 0) {
-        /* A stuck init may still log through this host (see load.c): it
-         * finds it gone, so the memory and the lock stay. */
-        pthread_mutex_lock(&host->log_lock);
-        host->gone = 1;
-        nbffi__log_destroy(host);
-        pthread_mutex_unlock(&host->log_lock);
-        (void) close(host->notify_fd);
+    if (atomic_load(&host->orphans) != 0) {
+        /* Threads of an orphaned runtime may still log through the host:
+         * they find it gone, so the memory and the lock stay. */
+        nbffi__log_gone(&host->log);
+        nbffi__done_destroy(&host->done);
         return 0;
     }
 
-    (void) close(host->notify_fd);
-    nbffi__log_destroy(host);
-    (void) pthread_mutex_destroy(&host->log_lock);
+    nbffi__done_destroy(&host->done);
+    nbffi__log_destroy(&host->log);
+    (void) pthread_mutex_destroy(&host->log.lock);
     free(host);
     return 0;
-}
-
-
-void
-nbffi_host_set_init_timeout(nbffi_host_t *host, int64_t timeout_ms)
-{
-    host->init_timeout_ms = timeout_ms > 0 ? timeout_ms : 0;
 }
 
 
 int
 nbffi_host_fd(nbffi_host_t *host)
 {
-    if (host->flags & NBFFI_HOST_NOTIFY_SOCKET) {
+    if (host->done.notify.socket) {
         return NBFFI_EINVAL;
     }
-    return host->notify_fd;
+    return host->done.notify.fd;
 }
 
 
 int
 nbffi_host_listen(nbffi_host_t *host, char *buf, size_t len)
 {
-    int                 fd;
-    char                tmpl[PATH_MAX];
-    const char         *tmp;
-    struct sockaddr_un  sa;
-
-    if (!(host->flags & NBFFI_HOST_NOTIFY_SOCKET) || buf == NULL) {
+    if (!host->done.notify.socket || buf == NULL || len == 0) {
         return NBFFI_EINVAL;
     }
 
-    nbffi__host_listen_cleanup(host);
-
-    tmp = getenv("TMPDIR");
-    if (tmp == NULL || tmp[0] == '\0') {
-        tmp = "/tmp";
-    }
-
-    if ((size_t) snprintf(tmpl, sizeof(tmpl), "%s/nbffi-XXXXXX", tmp)
-        >= sizeof(tmpl))
-    {
-        return NBFFI_E2BIG;
-    }
-
-    /* mkdtemp makes the directory 0700: only this user can connect. */
-    if (mkdtemp(tmpl) == NULL) {
-        return NBFFI_EIO;
-    }
-
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-
-    if (strlen(tmpl) + sizeof("/n") > sizeof(sa.sun_path)
-        || strlen(tmpl) + sizeof("/n") > len)
-    {
-        (void) rmdir(tmpl);
-        return NBFFI_E2BIG;
-    }
-
-    (void) snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/n", tmpl);
-
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        (void) rmdir(tmpl);
-        return NBFFI_EIO;
-    }
-
-    if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) != 0
-        || listen(fd, 4) != 0)
-    {
-        (void) close(fd);
-        (void) unlink(sa.sun_path);
-        (void) rmdir(tmpl);
-        return NBFFI_EIO;
-    }
-
-    host->listen_fd = fd;
-    (void) snprintf(host->listen_dir, sizeof(host->listen_dir), "%s", tmpl);
-    (void) snprintf(host->listen_path, sizeof(host->listen_path), "%s",
-                    sa.sun_path);
-    (void) snprintf(buf, len, "%s", sa.sun_path);
-    return 0;
+    return nbffi__notify_listen(&host->done.notify, buf, len);
 }
 
 
 int
 nbffi_host_accept(nbffi_host_t *host)
 {
-    int            fd;
-    struct ucred   cred;
-    socklen_t      clen;
+    int  rc;
 
-    if (host->listen_fd < 0) {
-        return NBFFI_EINVAL;
+    rc = nbffi__notify_accept(&host->done.notify);
+    if (rc == 0) {
+        nbffi__done_rearm(&host->done);
     }
 
-    for ( ;; ) {
-        fd = accept4(host->listen_fd, NULL, NULL,
-                     SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd >= 0) {
-            break;
-        }
-        if (errno == EINTR) {
-            continue;
-        }
-        return (errno == EAGAIN || errno == EWOULDBLOCK) ? NBFFI_EBUSY
-                                                          : NBFFI_EIO;
-    }
-
-    clen = sizeof(cred);
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0
-        || cred.pid != getpid())
-    {
-        (void) close(fd);
-        return NBFFI_EPERM;
-    }
-
-    /* Nobody else may connect now: the path goes at once. */
-    nbffi__host_listen_cleanup(host);
-
-    if (dup3(fd, host->notify_fd, O_CLOEXEC) < 0) {
-        (void) close(fd);
-        return NBFFI_EIO;
-    }
-    (void) close(fd);
-
-    /* Completions that came while nobody listened wrote nowhere. */
-    atomic_store(&host->signaled, 0);
-    if (nbffi_host_pending(host)) {
-        nbffi__host_notify(host);
-    }
-
-    return 0;
+    return rc;
 }
 
 
-static void
-nbffi__host_listen_cleanup(nbffi_host_t *host)
+uint64_t
+nbffi_host_peers_refused(nbffi_host_t *host)
 {
-    if (host->listen_fd < 0) {
-        return;
-    }
-
-    (void) close(host->listen_fd);
-    (void) unlink(host->listen_path);
-    (void) rmdir(host->listen_dir);
-    host->listen_fd = -1;
-    host->listen_path[0] = '\0';
-    host->listen_dir[0] = '\0';
+    return host->done.notify.refused;
 }
 
 
 void
 nbffi_host_kick(nbffi_host_t *host)
 {
-    atomic_store(&host->signaled, 1);
-    nbffi__host_notify(host);
+    atomic_store(&host->done.wake_pending, 1);
+    nbffi__notify_write(&host->done.notify);
 }
 
 
 void
 nbffi_host_drain(nbffi_host_t *host)
 {
-    uint64_t  n;
-
-    if (host->flags & NBFFI_HOST_NOTIFY_SOCKET) {
-        return;
-    }
-
-    (void) !read(host->notify_fd, &n, sizeof(n));
+    nbffi__notify_drain(&host->done.notify);
 }
 
 
-void
-nbffi__host_notify(nbffi_host_t *host)
+int
+nbffi_call(nbffi_host_t *host, nbffi_runtime_t *rt, const char *method,
+    size_t mlen, const void *payload, size_t plen, int64_t deadline_ns,
+    unsigned flags, nbffi_task_t **out)
 {
-    ssize_t   n;
-    uint64_t  one = 1;
+    int            rc;
+    nbffi_task_t  *task;
 
-    if (host->flags & NBFFI_HOST_NOTIFY_SOCKET) {
-        /* EAGAIN: bytes are already waiting; EPIPE: nobody listens */
-        n = send(host->notify_fd, "!", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (n < 0 && errno == ENOTSOCK) {
-            /* /dev/null before the handshake */
-            (void) !write(host->notify_fd, "!", 1);
-        }
-
-    } else {
-        (void) !write(host->notify_fd, &one, sizeof(one));
-    }
-}
-
-
-void
-nbffi__host_push_done(nbffi_host_t *host, nbffi_task_t *task)
-{
-    nbffi_task_t  *head;
-
-    atomic_fetch_add_explicit(&host->pushers, 1, memory_order_acquire);
-
-    head = atomic_load_explicit(&host->done, memory_order_relaxed);
-    do {
-        task->dnext = head;
-    } while (!atomic_compare_exchange_weak(&host->done, &head, task));
-
-    /* Both seq_cst: a push after the reaper's take sees its cleared flag.
-     * The plain load first spares a locked write per completion. */
-    if (atomic_load(&host->signaled) == 0
-        && !atomic_exchange(&host->signaled, 1))
+    if (host == NULL || rt == NULL || out == NULL
+        || (method == NULL && mlen != 0) || (payload == NULL && plen != 0))
     {
-        nbffi__host_notify(host);
+        return NBFFI_EINVAL;
     }
 
-    atomic_fetch_sub_explicit(&host->pushers, 1, memory_order_release);
-}
-
-
-/* Takes the done stack into the FIFO, oldest first; returns the FIFO. */
-static nbffi_task_t *
-nbffi__host_take(nbffi_host_t *host)
-{
-    nbffi_task_t  *list, *rev, *next, *last;
-
-    atomic_store(&host->signaled, 0);
-    list = atomic_exchange_explicit(&host->done, NULL, memory_order_acquire);
-    if (list == NULL) {
-        return host->fifo_head;
+    if (mlen == 0 || memchr(method, '\0', mlen) != NULL) {
+        return NBFFI_EINVAL;
     }
 
-    last = list;    /* the newest: the FIFO's tail once reversed */
-    rev = NULL;
-    while (list != NULL) {
-        next = list->dnext;
-        list->dnext = rev;
-        rev = list;
-        list = next;
+    if (mlen > NBFFI_MAX_METHOD || plen > rt->max_payload) {
+        return NBFFI_E2BIG;
     }
 
-    if (host->fifo_tail == NULL) {
-        host->fifo_head = rev;
-    } else {
-        host->fifo_tail->dnext = rev;
+    if (atomic_load_explicit(&rt->q.closed, memory_order_relaxed)) {
+        goto closed;
     }
 
-    host->fifo_tail = last;
+    task = nbffi__task_new(host, rt, method, mlen, payload, plen,
+                           (flags & NBFFI_CALL_BORROW) != 0);
+    if (task == NULL) {
+        return NBFFI_ENOMEM;
+    }
 
-    return host->fifo_head;
+    task->deadline = deadline_ns;
+    nbffi__runtime_ref(rt);
+
+    rc = nbffi__queue_push(&rt->q, task);
+    if (rc != 0) {
+        if (rc == NBFFI_EQFULL) {
+            atomic_fetch_add_explicit(&rt->refused, 1, memory_order_relaxed);
+        }
+        atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_relaxed);
+        free(task);
+        if (rc == NBFFI_ECLOSED) {
+            goto closed;
+        }
+        return rc;
+    }
+
+    atomic_fetch_add_explicit(&rt->posted, 1, memory_order_relaxed);
+    host->allocated++;
+    *out = task;
+    return 0;
+
+closed:
+    /* A failed start closes the queue: say why, not just "closed". */
+    if (atomic_load(&rt->state) == NBFFI_RT_FAILED && !rt->closing) {
+        return nbffi_runtime_error(rt, NULL);
+    }
+    return NBFFI_ECLOSED;
 }
 
 
@@ -368,164 +209,152 @@ nbffi_host_reap(nbffi_host_t *host, nbffi_task_t **out, int max)
     int               n;
     nbffi_task_t     *task;
     nbffi_runtime_t  *rt;
+    nbffi__done_t    *d;
     uint64_t          ok, failed, timed_out, finished;
 
     if (out == NULL || max <= 0) {
         return NBFFI_EINVAL;
     }
 
+    d = &host->done;
     n = 0;
     rt = NULL;
     ok = failed = timed_out = finished = 0;
-    task = nbffi__host_take(host);
+    task = nbffi__done_take(d);
 
     while (n < max && task != NULL) {
-        host->fifo_head = task->dnext;
-        if (host->fifo_head == NULL) {
-            host->fifo_tail = NULL;
+        d->fifo_head = task->dnext;
+        if (d->fifo_head == NULL) {
+            d->fifo_tail = NULL;
         }
 
         if (task->released) {
             /* counted when the host released it */
-            nbffi__task_free(task);
+            nbffi__host_free_task(task);
 
         } else {
-            /* counters are shared with other hosts: add them per run of
-             * tasks of one runtime, not per task */
-            if (task->rt != rt) {
-                nbffi__host_count(rt, ok, failed, timed_out, finished);
-                rt = task->rt;
-                ok = failed = timed_out = finished = 0;
-            }
+            if (task->kind == NBFFI__TASK_CALL) {
+                /* counters are shared with other hosts: add them per run
+                 * of tasks of one runtime, not per task */
+                if (task->rt != rt) {
+                    nbffi__runtime_count(rt, ok, failed, timed_out,
+                                         finished);
+                    rt = task->rt;
+                    ok = failed = timed_out = finished = 0;
+                }
 
-            if (task->status == 0) {
-                ok++;
-            } else if (task->status == NBFFI_ETIMEDOUT) {
-                timed_out++;
-            } else {
-                failed++;
+                if (task->status == 0) {
+                    ok++;
+                } else if (task->status == NBFFI_ETIMEDOUT) {
+                    timed_out++;
+                } else {
+                    failed++;
+                }
+                finished++;
             }
-            finished++;
 
             task->reaped = 1;
             task->dnext = NULL;
             out[n++] = task;
         }
 
-        task = host->fifo_head;
+        task = d->fifo_head;
     }
 
-    nbffi__host_count(rt, ok, failed, timed_out, finished);
+    nbffi__runtime_count(rt, ok, failed, timed_out, finished);
 
     return n;
 }
 
 
-static void
-nbffi__host_count(nbffi_runtime_t *rt, uint64_t ok, uint64_t failed,
-    uint64_t timed_out, uint64_t finished)
+void
+nbffi_task_release(nbffi_task_t *task)
 {
-    if (rt == NULL) {
+    nbffi_runtime_t  *rt;
+
+    if (task->reaped) {
+        nbffi__host_free_task(task);
         return;
     }
 
-    atomic_fetch_add_explicit(&rt->completed, ok, memory_order_relaxed);
-    atomic_fetch_add_explicit(&rt->failed, failed, memory_order_relaxed);
-    atomic_fetch_add_explicit(&rt->timed_out, timed_out,
-                              memory_order_relaxed);
-    atomic_fetch_add_explicit(&rt->finished, finished, memory_order_relaxed);
+    /* Still pending: the runtime may be working on it.  Mark it and let
+     * nbffi_host_reap() free it when the completion arrives. */
+    task->released = 1;
+    atomic_store_explicit(&task->cancelled, 1, memory_order_relaxed);
+
+    if (task->kind != NBFFI__TASK_CALL) {
+        return;
+    }
+
+    rt = task->rt;
+    if (task->deadline != 0 && nbffi_now_ns() >= task->deadline) {
+        atomic_fetch_add_explicit(&rt->timed_out, 1, memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&rt->abandoned, 1, memory_order_relaxed);
+    }
+    atomic_fetch_add_explicit(&rt->finished, 1, memory_order_relaxed);
+}
+
+
+/* Host thread.  A task the host is done with: freed, or leaked. */
+static void
+nbffi__host_free_task(nbffi_task_t *task)
+{
+    nbffi_host_t  *host = task->host;
+
+    if (task->leaked) {
+        /* a thread of an orphaned runtime may still read it */
+        host->leaked++;
+        return;
+    }
+
+    host->freed++;
+    nbffi__runtime_unref(task->rt);
+    nbffi__task_destroy(task);
 }
 
 
 int
 nbffi_host_pending(nbffi_host_t *host)
 {
-    return host->fifo_head != NULL
-           || atomic_load_explicit(&host->done, memory_order_relaxed) != NULL;
+    return nbffi__done_pending(&host->done);
 }
 
 
 int
 nbffi_host_spin(nbffi_host_t *host, nbffi_task_t *task, int64_t spin_ns)
 {
-    int64_t  end;
-
-    if (nbffi__host_ready(host, task)) {
-        return 1;
-    }
-
-    if (spin_ns <= 0) {
-        return 0;
-    }
-
-    /* While set, answering threads skip the notifier write. */
-    atomic_store(&host->signaled, 1);
-
-    end = nbffi_now_ns() + spin_ns;
-
-    do {
-        nbffi__cpu_relax();
-
-        if (nbffi__host_ready(host, task)) {
-            return 1;
-        }
-    } while (nbffi_now_ns() < end);
-
-    /* Re-arm; anything that came meanwhile wrote nothing, so write now. */
-    atomic_store(&host->signaled, 0);
-    if (atomic_load(&host->done) != NULL
-        && !atomic_exchange(&host->signaled, 1))
-    {
-        nbffi__host_notify(host);
-    }
-
-    return 0;
+    return nbffi__done_spin(&host->done, task, spin_ns);
 }
 
 
-/*
- * A task is marked answered just before it is pushed, so "answered" alone
- * does not mean a reap would return it.  Only the host pops the stack, so
- * the nodes reachable from its head stay valid while the host walks them.
- */
-static int
-nbffi__host_ready(nbffi_host_t *host, nbffi_task_t *task)
+int
+nbffi_host_wait(nbffi_host_t *host, int64_t deadline_ns)
 {
-    nbffi_task_t  *t;
+    struct timespec  ts;
 
-    if (task == NULL) {
-        return nbffi_host_pending(host);
-    }
+    nbffi__timespec(NBFFI__WAIT_POLL_NS, &ts);
 
-    if (atomic_load_explicit(&task->state, memory_order_acquire)
-        != NBFFI__ANSWERED)
-    {
-        return 0;
-    }
-
-    for (t = host->fifo_head; t != NULL; t = t->dnext) {
-        if (t == task) {
+    for ( ;; ) {
+        if (nbffi__done_pending(&host->done)
+            || nbffi__log_pending(&host->log))
+        {
             return 1;
         }
-    }
 
-    for (t = atomic_load_explicit(&host->done, memory_order_acquire);
-         t != NULL;
-         t = t->dnext)
-    {
-        if (t == task) {
-            return 1;
+        if (deadline_ns != 0 && nbffi_now_ns() >= deadline_ns) {
+            return 0;
         }
-    }
 
-    return 0;
+        (void) nanosleep(&ts, NULL);
+    }
 }
 
 
 uint64_t
 nbffi_host_tasks_live(nbffi_host_t *host)
 {
-    return host->allocated - host->freed;
+    return host->allocated - host->freed - host->leaked;
 }
 
 
@@ -543,21 +372,8 @@ nbffi_host_tasks_freed(nbffi_host_t *host)
 }
 
 
-/* A non-negative decimal from the environment, else 0. */
-static int64_t
-nbffi__env_ms(const char *name)
+uint64_t
+nbffi_host_tasks_leaked(nbffi_host_t *host)
 {
-    char        *end;
-    long long    v;
-    const char  *s;
-
-    s = getenv(name);
-    if (s == NULL || *s < '0' || *s > '9') {
-        return 0;
-    }
-
-    errno = 0;
-    v = strtoll(s, &end, 10);
-
-    return (errno != 0 || *end != '\0') ? 0 : v;
+    return host->leaked;
 }

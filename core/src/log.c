@@ -1,7 +1,8 @@
 /*
- * Runtime log lines.  A host that cannot take calls from foreign threads
- * (LuaJIT inside nginx) queues them and drains them on its own thread;
- * other hosts get a callback on the logging thread, or stderr.
+ * Log lines of runtimes and of libnbffi itself.  A host that cannot take
+ * calls from foreign threads (LuaJIT inside nginx) queues them and drains
+ * them on its own thread; other hosts get a callback on the logging
+ * thread, or stderr.
  */
 
 #include <stdarg.h>
@@ -10,36 +11,77 @@
 #include "nbffi_int.h"
 
 
+static void nbffi__log_vprintf(nbffi__log_t *log, int level,
+    const char *fmt, va_list ap);
 static const char *nbffi__level_name(int level);
 
 
-void
-nbffi_log(nbffi_queue_t *q, int level, const char *msg, size_t len)
+int
+nbffi__log_init(nbffi__log_t *log, int queued, nbffi__done_t *wake)
 {
-    nbffi_host_t       *host;
-    nbffi__log_line_t  *line, *old;
+    memset(log, 0, sizeof(nbffi__log_t));
+    log->queued = queued;
+    log->wake = wake;
 
-    if (q == NULL || msg == NULL || len == 0) {
-        return;
+    return pthread_mutex_init(&log->lock, NULL) == 0 ? 0 : NBFFI_ENOMEM;
+}
+
+
+void
+nbffi__log_destroy(nbffi__log_t *log)
+{
+    nbffi__log_line_t  *line, *next;
+
+    for (line = log->head; line != NULL; line = next) {
+        next = line->next;
+        free(line);
     }
 
-    host = q->rt->host;
+    log->head = NULL;
+    log->tail = NULL;
+    log->count = 0;
+}
+
+
+/*
+ * Host thread, when the host is freed while threads of an orphaned runtime
+ * may still log: their lines are dropped from now on, and the lock stays.
+ */
+void
+nbffi__log_gone(nbffi__log_t *log)
+{
+    pthread_mutex_lock(&log->lock);
+    log->gone = 1;
+    nbffi__log_destroy(log);
+    pthread_mutex_unlock(&log->lock);
+}
+
+
+/* Any thread. */
+void
+nbffi__log_write(nbffi__log_t *log, int level, const char *msg, size_t len)
+{
+    nbffi__log_line_t  *line, *old;
+
+    if (msg == NULL || len == 0) {
+        return;
+    }
 
     if (len > NBFFI__LOG_MAX_LEN) {
         len = NBFFI__LOG_MAX_LEN;
     }
 
-    if (!(host->flags & NBFFI_HOST_LOG_QUEUE)) {
-        pthread_mutex_lock(&host->log_lock);
-        if (host->gone) {
-            /* void: freed while an orphan runtime lives, see host.c */
-        } else if (host->log_cb != NULL) {
-            host->log_cb(host->log_ud, level, msg, len);
+    if (!log->queued) {
+        pthread_mutex_lock(&log->lock);
+        if (log->gone) {
+            /* void */
+        } else if (log->cb != NULL) {
+            log->cb(log->ud, level, msg, len);
         } else {
             fprintf(stderr, "nbffi [%s] %.*s\n", nbffi__level_name(level),
                     (int) len, msg);
         }
-        pthread_mutex_unlock(&host->log_lock);
+        pthread_mutex_unlock(&log->lock);
         return;
     }
 
@@ -56,58 +98,102 @@ nbffi_log(nbffi_queue_t *q, int level, const char *msg, size_t len)
 
     old = NULL;
 
-    pthread_mutex_lock(&host->log_lock);
+    pthread_mutex_lock(&log->lock);
 
-    if (host->gone) {
-        pthread_mutex_unlock(&host->log_lock);
+    if (log->gone) {
+        pthread_mutex_unlock(&log->lock);
         free(line);
         return;
     }
 
-    if (host->log_count == NBFFI__LOG_MAX_LINES) {
-        old = host->log_head;
-        host->log_head = old->next;
-        host->log_count--;
-        host->log_dropped++;
+    if (log->count == NBFFI__LOG_MAX_LINES) {
+        old = log->head;
+        log->head = old->next;
+        log->count--;
+        log->dropped++;
     }
 
-    if (host->log_tail == NULL || host->log_head == NULL) {
-        host->log_head = line;
+    if (log->head == NULL) {
+        log->head = line;
     } else {
-        host->log_tail->next = line;
+        log->tail->next = line;
     }
-    host->log_tail = line;
-    host->log_count++;
+    log->tail = line;
+    log->count++;
 
-    /* Wake the host as a completion would; under the lock, so that
-     * nbffi_host_free never closes the notifier under this write. */
-    if (!atomic_exchange(&host->signaled, 1)) {
-        nbffi__host_notify(host);
-    }
+    /* Under the lock, so that a host being freed (gone is set under it)
+     * never closes the notifier under this write. */
+    nbffi__done_wake(log->wake);
 
-    pthread_mutex_unlock(&host->log_lock);
+    pthread_mutex_unlock(&log->lock);
 
     free(old);
 }
 
 
 void
-nbffi_logf(nbffi_queue_t *q, int level, const char *fmt, ...)
+nbffi__log_printf(nbffi__log_t *log, int level, const char *fmt, ...)
 {
-    int      n;
-    char     buf[NBFFI__LOG_MAX_LEN];
     va_list  ap;
 
     va_start(ap, fmt);
-    n = vsnprintf(buf, sizeof(buf), fmt, ap);
+    nbffi__log_vprintf(log, level, fmt, ap);
     va_end(ap);
+}
 
+
+static void
+nbffi__log_vprintf(nbffi__log_t *log, int level, const char *fmt,
+    va_list ap)
+{
+    int   n;
+    char  buf[NBFFI__LOG_MAX_LEN];
+
+    n = vsnprintf(buf, sizeof(buf), fmt, ap);
     if (n < 0) {
         return;
     }
 
-    nbffi_log(q, level, buf,
-              (size_t) n < sizeof(buf) ? (size_t) n : sizeof(buf) - 1);
+    nbffi__log_write(log, level, buf,
+                     (size_t) n < sizeof(buf) ? (size_t) n : sizeof(buf) - 1);
+}
+
+
+/* Host thread. */
+int
+nbffi__log_pending(nbffi__log_t *log)
+{
+    int  pending;
+
+    pthread_mutex_lock(&log->lock);
+    pending = (log->head != NULL);
+    pthread_mutex_unlock(&log->lock);
+
+    return pending;
+}
+
+
+void
+nbffi_log(nbffi_queue_t *q, int level, const char *msg, size_t len)
+{
+    if (q != NULL) {
+        nbffi__log_write(q->log, level, msg, len);
+    }
+}
+
+
+void
+nbffi_logf(nbffi_queue_t *q, int level, const char *fmt, ...)
+{
+    va_list  ap;
+
+    if (q == NULL) {
+        return;
+    }
+
+    va_start(ap, fmt);
+    nbffi__log_vprintf(q->log, level, fmt, ap);
+    va_end(ap);
 }
 
 
@@ -116,29 +202,32 @@ nbffi_host_log_next(nbffi_host_t *host, int *level, char *buf, size_t len,
     uint64_t *dropped)
 {
     size_t              n;
+    nbffi__log_t       *log;
     nbffi__log_line_t  *line;
 
     if (buf == NULL || len < 2) {
         return NBFFI_EINVAL;
     }
 
-    pthread_mutex_lock(&host->log_lock);
+    log = &host->log;
+
+    pthread_mutex_lock(&log->lock);
 
     if (dropped != NULL) {
-        *dropped = host->log_dropped;
-        host->log_dropped = 0;
+        *dropped = log->dropped;
+        log->dropped = 0;
     }
 
-    line = host->log_head;
+    line = log->head;
     if (line != NULL) {
-        host->log_head = line->next;
-        if (host->log_head == NULL) {
-            host->log_tail = NULL;
+        log->head = line->next;
+        if (log->head == NULL) {
+            log->tail = NULL;
         }
-        host->log_count--;
+        log->count--;
     }
 
-    pthread_mutex_unlock(&host->log_lock);
+    pthread_mutex_unlock(&log->lock);
 
     if (line == NULL) {
         return 0;
@@ -160,26 +249,10 @@ nbffi_host_log_next(nbffi_host_t *host, int *level, char *buf, size_t len,
 void
 nbffi_host_set_log(nbffi_host_t *host, nbffi_log_cb cb, void *ud)
 {
-    pthread_mutex_lock(&host->log_lock);
-    host->log_cb = cb;
-    host->log_ud = ud;
-    pthread_mutex_unlock(&host->log_lock);
-}
-
-
-void
-nbffi__log_destroy(nbffi_host_t *host)
-{
-    nbffi__log_line_t  *line, *next;
-
-    for (line = host->log_head; line != NULL; line = next) {
-        next = line->next;
-        free(line);
-    }
-
-    host->log_head = NULL;
-    host->log_tail = NULL;
-    host->log_count = 0;
+    pthread_mutex_lock(&host->log.lock);
+    host->log.cb = cb;
+    host->log.ud = ud;
+    pthread_mutex_unlock(&host->log.lock);
 }
 
 

@@ -1,8 +1,22 @@
 /*
  * Internal types of libnbffi.  Not installed.
  *
- * Lock order: nbffi_queue_t.lock, then nbffi_queue_t.ilock, then
- * nbffi_host_t.log_lock.  The done stack of a host is lock-free.
+ * The files form layers; each calls only the ones below it:
+ *
+ *   host.c       the host API: new/free, call, reap, release, counters
+ *   lifecycle.c  load, start, close, stop, wait: the core threads
+ *   library.c    finding and opening a runtime library
+ *   runtime.c    the runtime object: references, stats, failing tasks
+ *   queue.c      the request queue of a runtime
+ *   task.c       task memory, getters, answering
+ *   held.c       the process-wide set of tasks held by runtimes
+ *   log.c        log lines: queued for the host, or written out
+ *   done.c       the done stack and its wake-up coalescing
+ *   notify.c     the completion notifier: eventfd or unix socket
+ *   thread.c, clock.c, error.c   leaves
+ *
+ * Lock order: nbffi_runtime_t.life_lock, then nbffi_queue_t.lock, then a
+ * stripe of held.c, then nbffi__log_t.lock.  The done stack is lock-free.
  */
 
 #ifndef NBFFI_INT_H
@@ -21,6 +35,8 @@
 #define NBFFI__INLINE_MIN           64     /* reply bytes kept in the task */
 #define NBFFI__LOG_MAX_LINES        1024
 #define NBFFI__LOG_MAX_LEN          4096
+#define NBFFI__ERR_MAX              1024   /* bytes of a start's message */
+#define NBFFI__SUN_PATH             108    /* sizeof(sockaddr_un.sun_path) */
 
 /* Spinning of runtime threads in nbffi_queue_pop(), see queue.c. */
 #define NBFFI__SPIN_DEFAULT_NS      50000
@@ -42,20 +58,99 @@
         }                                                                    \
     } while (0)
 
+#define NBFFI__CACHE_LINE  64
+
+
+/* ---- notify.c --------------------------------------------------------- */
+
+typedef struct {
+    int                   socket;       /* a socket notifier, else eventfd */
+    int                   fd;           /* eventfd, or the stable number
+                                           of the connected socket */
+    /* host thread only: the handshake */
+    int                   listen_fd;
+    uint64_t              refused;      /* peers of other processes */
+    char                  listen_dir[NBFFI__SUN_PATH];
+    char                  listen_path[NBFFI__SUN_PATH];
+} nbffi__notify_t;
+
+
+/* ---- done.c ----------------------------------------------------------- */
+
+/*
+ * Each flag has one meaning:
+ *   wake_pending: a wake-up was written and the reaper has not taken the
+ *                 stack since; later completions need not write again;
+ *   spinning:     the host thread will look at the stack by itself (it
+ *                 spins in nbffi_host_spin, or a spin found work and a
+ *                 take follows); a completion needs no wake-up.  The take
+ *                 clears it; a spin that gives up writes for what came.
+ */
+typedef struct {
+    _Alignas(NBFFI__CACHE_LINE)
+    _Atomic(nbffi_task_t *) stack;      /* pushed by answering threads */
+    atomic_int            wake_pending;
+    atomic_int            spinning;
+
+    /* answering threads between their push and their notifier write:
+     * the host waits for them before it closes the notifier */
+    _Alignas(NBFFI__CACHE_LINE)
+    atomic_int            pushers;
+    nbffi__notify_t       notify;
+
+    /* host thread only */
+    _Alignas(NBFFI__CACHE_LINE)
+    nbffi_task_t         *fifo_head;    /* taken from the stack, in order */
+    nbffi_task_t         *fifo_tail;
+} nbffi__done_t;
+
+
+/* ---- log.c ------------------------------------------------------------ */
+
+typedef struct nbffi__log_line_s  nbffi__log_line_t;
+
+struct nbffi__log_line_s {
+    nbffi__log_line_t    *next;
+    int                   level;
+    size_t                len;
+    char                  msg[];
+};
+
+typedef struct {
+    pthread_mutex_t       lock;
+    int                   queued;       /* NBFFI_HOST_LOG_QUEUE */
+    int                   gone;         /* host freed: drop lines */
+    nbffi__log_line_t    *head;
+    nbffi__log_line_t    *tail;
+    unsigned              count;
+    uint64_t              dropped;
+    nbffi_log_cb          cb;
+    void                 *ud;
+    nbffi__done_t        *wake;         /* woken when a line is queued */
+} nbffi__log_t;
+
+
+/* ---- task.c ----------------------------------------------------------- */
+
 typedef enum {
-    NBFFI__QUEUED = 0,
-    NBFFI__POPPED,
-    NBFFI__ANSWERED
+    NBFFI__QUEUED = 0,          /* posted, not yet taken */
+    NBFFI__POPPED,              /* held by a runtime thread */
+    NBFFI__ANSWERED             /* pushed to the done stack */
 } nbffi__task_state_t;
 
+typedef enum {
+    NBFFI__TASK_CALL = 0,
+    NBFFI__TASK_LIFE            /* a load or close, see lifecycle.c */
+} nbffi__task_kind_t;
+
 struct nbffi_task_s {
-    /* request queue (queue.lock) and in-flight list (queue.ilock) */
+    /* request queue (queue.lock), or a list being failed */
     nbffi_task_t         *next;
-    nbffi_task_t         *prev;
     /* done stack (lock-free), then the host's reaped FIFO (host thread) */
     nbffi_task_t         *dnext;
 
     nbffi_host_t         *host;
+    nbffi__done_t        *done;
     nbffi_runtime_t      *rt;
     uint64_t              id;
     int64_t               deadline;
@@ -69,11 +164,13 @@ struct nbffi_task_s {
     size_t                reply_len;
     nbffi_free_cb         reply_free;
     void                 *reply_ud;
-    unsigned char         reply_malloced;  /* no bit-field: see released */
+    unsigned char         reply_malloced;  /* no bit-fields: see below */
+    unsigned char         leaked;          /* completed for an orphan */
+    unsigned char         kind;            /* nbffi__task_kind_t */
 
-    /* host thread only */
-    unsigned              released:1;
-    unsigned              reaped:1;
+    /* host thread only; whole bytes, apart from the answering thread's */
+    unsigned char         released;
+    unsigned char         reaped;
 
     const void           *payload;
     size_t                payload_len;
@@ -82,7 +179,10 @@ struct nbffi_task_s {
     char                  data[];       /* method, NUL, inline area */
 };
 
-#define NBFFI__CACHE_LINE  64
+
+/* ---- queue.c ---------------------------------------------------------- */
+
+#define NBFFI__QUEUE_FD_GONE  -2
 
 struct nbffi_queue_s {
     pthread_mutex_t       lock;
@@ -96,24 +196,53 @@ struct nbffi_queue_s {
     atomic_int            spinning;     /* a thread spins: skip the signal */
     atomic_llong          spin_ns;      /* adaptive spin budget */
     atomic_llong          spin_max;     /* its bound, 0: never spin */
-    int                   efd;          /* nbffi_queue_fd(), -1 until asked */
+    int                   efd;          /* nbffi_queue_fd(), -1 until asked,
+                                           NBFFI__QUEUE_FD_GONE when closed */
+    atomic_int            fd_writers;   /* threads writing efd unlocked */
 
-    /* runtime threads only: off the line that producers write */
+    /* threads inside nbffi_queue_pop: a fini that returned while one is
+     * still there has not joined its threads */
     _Alignas(NBFFI__CACHE_LINE)
-    pthread_mutex_t       ilock;
-    nbffi_task_t          inflight;     /* sentinel of popped tasks */
+    atomic_int            poppers;
 
     nbffi_runtime_t      *rt;
+    nbffi__log_t         *log;          /* the host's */
 };
+
+
+/* ---- runtime.c, lifecycle.c ------------------------------------------- */
 
 struct nbffi_runtime_s {
     nbffi_queue_t         q;            /* first: &rt->q == (void *) rt */
     nbffi_host_t         *host;         /* the host that loaded it */
-    void                 *dl;
-    void                (*fini)(nbffi_queue_t *q);
     uint64_t              max_payload;
-    atomic_int            refs;         /* 1 while loaded + 1 per task */
-    int                   freed;        /* host thread */
+    atomic_int            refs;         /* handle + tasks + core threads */
+    atomic_int            state;        /* nbffi_rt_state_t */
+    int                   handle_freed; /* host thread */
+
+    /* the life cycle: guarded by life_lock, changes signal life_cond */
+    pthread_mutex_t       life_lock;
+    pthread_cond_t        life_cond;
+    int                   closing;      /* close asked: stop after start */
+    int64_t               close_deadline;
+    nbffi_task_t         *load_task;
+    nbffi_task_t         *close_task;
+    int                   start_status; /* 0, or NBFFI_ELOAD... */
+    char                 *start_error;  /* its message, or why orphaned */
+    int                   start_abandoned; /* init outlived its deadline */
+    int                   start_orphaned;  /* the stop gave up on init */
+    nbffi_runtime_t      *orphan_next;  /* on lifecycle.c's orphan list */
+
+    /* the start: what the start thread needs, then what it found */
+    char                 *lib;
+    char                 *search_path;
+    void                 *cfg;
+    size_t                cfg_len;
+    unsigned              flags;
+    int64_t               start_deadline;
+    void                 *dl;
+    nbffi_runtime_fini_fn fini;
+    void                 *data;         /* init's */
 
     /* counters: host threads only, away from the queue's lines */
     _Alignas(NBFFI__CACHE_LINE)
@@ -126,76 +255,100 @@ struct nbffi_runtime_s {
     atomic_ullong         refused;
 };
 
-typedef struct nbffi__log_line_s  nbffi__log_line_t;
 
-struct nbffi__log_line_s {
-    nbffi__log_line_t    *next;
-    int                   level;
-    size_t                len;
-    char                  msg[];
-};
+/* ---- host.c ----------------------------------------------------------- */
 
 struct nbffi_host_s {
     unsigned              flags;
+    nbffi__done_t         done;
+    nbffi__log_t          log;
 
-    /* completions: a lock-free stack pushed by answering threads */
-    _Alignas(NBFFI__CACHE_LINE)
-    _Atomic(nbffi_task_t *) done;
-    atomic_int            signaled;     /* notifier written, not reaped */
-
-    /* answering threads between their push and their notifier write:
-     * nbffi_host_free waits for them, so none writes to a freed host */
-    _Alignas(NBFFI__CACHE_LINE)
-    atomic_int            pushers;
-    int                   notify_fd;    /* eventfd, or the stable number
-                                           of the connected socket */
-    int                   listen_fd;
-    char                  listen_dir[108];
-    char                  listen_path[108];
+    /* core threads that may still push to or log through the host */
+    atomic_int            ops;
+    /* runtimes orphaned, or whose init was left running: their threads
+     * may log through the host after it is freed */
+    atomic_int            orphans;
 
     /* host thread only */
-    _Alignas(NBFFI__CACHE_LINE)
-    nbffi_task_t         *fifo_head;    /* reaped from the stack, in order */
-    nbffi_task_t         *fifo_tail;
     uint64_t              allocated;
     uint64_t              freed;
-    unsigned              runtimes;
-    unsigned              orphans;      /* runtimes whose init timed out */
-    int64_t               init_timeout_ms;
-
-    pthread_mutex_t       log_lock;
-    nbffi__log_line_t    *log_head;
-    nbffi__log_line_t    *log_tail;
-    unsigned              log_count;
-    uint64_t              log_dropped;
-    nbffi_log_cb          log_cb;
-    void                 *log_ud;
-    int                   gone;         /* freed with orphans: drop lines */
+    uint64_t              leaked;
+    unsigned              runtimes;     /* handles not yet freed */
 };
+
 
 /* error.c */
 void nbffi__fatal(const char *what, const char *file, int line);
 
-/* host.c */
-void nbffi__host_notify(nbffi_host_t *host);
-void nbffi__host_push_done(nbffi_host_t *host, nbffi_task_t *task);
+/* clock.c */
+int64_t nbffi__deadline_after_ms(int64_t ms);
+void nbffi__timespec(int64_t ns, void *ts /* struct timespec * */);
+int nbffi__cond_init_monotonic(pthread_cond_t *cond);
 
-/* task.c */
-void nbffi__task_answer(nbffi_task_t *task, int status);
-void nbffi__task_free(nbffi_task_t *task);
+/* thread.c */
+int nbffi__thread_detached(void *(*fn)(void *), void *arg);
 
-/* queue.c */
-int nbffi__queue_init(nbffi_queue_t *q, nbffi_runtime_t *rt, unsigned max);
-void nbffi__queue_destroy(nbffi_queue_t *q);
-int nbffi__queue_push(nbffi_queue_t *q, nbffi_task_t *task);
-void nbffi__queue_close(nbffi_queue_t *q);
-void nbffi__queue_fail_all(nbffi_queue_t *q, int status);
-void nbffi__inflight_unlink(nbffi_queue_t *q, nbffi_task_t *task);
+/* notify.c */
+int nbffi__notify_init(nbffi__notify_t *n, int socket);
+void nbffi__notify_destroy(nbffi__notify_t *n);
+void nbffi__notify_write(nbffi__notify_t *n);
+int nbffi__notify_listen(nbffi__notify_t *n, char *buf, size_t len);
+int nbffi__notify_accept(nbffi__notify_t *n);
+void nbffi__notify_drain(nbffi__notify_t *n);
 
-/* load.c */
-void nbffi__runtime_unref(nbffi_runtime_t *rt);
+/* done.c */
+int nbffi__done_init(nbffi__done_t *d, int socket);
+void nbffi__done_destroy(nbffi__done_t *d);
+void nbffi__done_push(nbffi__done_t *d, nbffi_task_t *task);
+void nbffi__done_wake(nbffi__done_t *d);
+void nbffi__done_rearm(nbffi__done_t *d);
+nbffi_task_t *nbffi__done_take(nbffi__done_t *d);
+int nbffi__done_pending(nbffi__done_t *d);
+int nbffi__done_spin(nbffi__done_t *d, nbffi_task_t *task, int64_t spin_ns);
 
 /* log.c */
-void nbffi__log_destroy(nbffi_host_t *host);
+int nbffi__log_init(nbffi__log_t *log, int queued, nbffi__done_t *wake);
+void nbffi__log_destroy(nbffi__log_t *log);
+void nbffi__log_write(nbffi__log_t *log, int level, const char *msg,
+    size_t len);
+void nbffi__log_printf(nbffi__log_t *log, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int nbffi__log_pending(nbffi__log_t *log);
+void nbffi__log_gone(nbffi__log_t *log);
+
+/* held.c */
+int nbffi__held_add(nbffi_task_t *task);
+int nbffi__held_remove(nbffi_task_t *task);
+nbffi_task_t *nbffi__held_take_runtime(const nbffi_runtime_t *rt);
+void nbffi__held_refused(void);
+
+/* task.c */
+nbffi_task_t *nbffi__task_new(nbffi_host_t *host, nbffi_runtime_t *rt,
+    const char *method, size_t mlen, const void *payload, size_t plen,
+    int borrow);
+void nbffi__task_complete(nbffi_task_t *task, int status, const char *msg);
+void nbffi__task_destroy(nbffi_task_t *task);
+
+/* queue.c */
+int nbffi__queue_init(nbffi_queue_t *q, nbffi_runtime_t *rt, unsigned max,
+    nbffi__log_t *log);
+void nbffi__queue_destroy(nbffi_queue_t *q);
+void nbffi__queue_close_fd(nbffi_queue_t *q);
+int nbffi__queue_push(nbffi_queue_t *q, nbffi_task_t *task);
+void nbffi__queue_close(nbffi_queue_t *q);
+nbffi_task_t *nbffi__queue_take_all(nbffi_queue_t *q);
+
+/* runtime.c */
+void nbffi__runtime_ref(nbffi_runtime_t *rt);
+void nbffi__runtime_unref(nbffi_runtime_t *rt);
+void nbffi__runtime_fail_list(nbffi_task_t *list, int status,
+    const char *msg);
+unsigned nbffi__runtime_fail_held(nbffi_runtime_t *rt);
+void nbffi__runtime_count(nbffi_runtime_t *rt, uint64_t ok, uint64_t failed,
+    uint64_t timed_out, uint64_t finished);
+
+/* library.c */
+int nbffi__library_open(nbffi_runtime_t *rt, nbffi_runtime_init_fn *init,
+    char *err, size_t err_len);
 
 #endif /* NBFFI_INT_H */

@@ -1,8 +1,8 @@
 /*
  * The request queue of a runtime: a bounded FIFO under a mutex, with a
  * condition variable for sleeping runtime threads, an optional eventfd for
- * runtimes with their own event loop, and a list of popped tasks not yet
- * answered (so that nbffi_runtime_free can answer what a runtime dropped).
+ * runtimes with their own event loop.  Popped tasks are recorded in the
+ * held set (held.c) until they are answered.
  *
  * Waking a sleeping thread costs ~20 us on an idle vCPU, so one runtime
  * thread at a time spins before it sleeps.  The spin budget adapts below
@@ -20,28 +20,31 @@
 #include "nbffi_int.h"
 
 
+static int nbffi__queue_pop(nbffi_queue_t *q, nbffi_task_t **out, int max,
+    int64_t timeout_ns);
 static int nbffi__queue_take_locked(nbffi_queue_t *q, nbffi_task_t **out,
     int max);
 static int nbffi__queue_spin(nbffi_queue_t *q, int64_t until_ns);
 static int nbffi__queue_sleep(nbffi_queue_t *q, int64_t until_ns,
     nbffi_task_t **out, int max);
-static void nbffi__queue_signal_fd(int fd);
+static void nbffi__queue_signal_fd(nbffi_queue_t *q, int fd);
 
 
 int
-nbffi__queue_init(nbffi_queue_t *q, nbffi_runtime_t *rt, unsigned max)
+nbffi__queue_init(nbffi_queue_t *q, nbffi_runtime_t *rt, unsigned max,
+    nbffi__log_t *log)
 {
     int                  rc;
-    pthread_condattr_t   attr;
     pthread_mutexattr_t  mattr;
 
     memset(q, 0, sizeof(nbffi_queue_t));
     q->rt = rt;
+    q->log = log;
     q->max = max;
     q->efd = -1;
-    q->inflight.next = &q->inflight;
-    q->inflight.prev = &q->inflight;
     atomic_init(&q->len, 0);
+    atomic_init(&q->poppers, 0);
+    atomic_init(&q->fd_writers, 0);
     atomic_init(&q->closed, 0);
     atomic_init(&q->spinning, 0);
     atomic_init(&q->spin_ns, NBFFI__SPIN_DEFAULT_NS);
@@ -60,47 +63,47 @@ nbffi__queue_init(nbffi_queue_t *q, nbffi_runtime_t *rt, unsigned max)
         return NBFFI_ENOMEM;
     }
 
-    rc = pthread_mutex_init(&q->ilock, NULL);
-    if (rc != 0) {
-        goto failed_ilock;
-    }
-
     /* Timed pops wait on the deadlines' clock, immune to clock jumps. */
-    rc = pthread_condattr_init(&attr);
-    if (rc != 0) {
-        goto failed_attr;
-    }
-
-    rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    if (rc == 0) {
-        rc = pthread_cond_init(&q->cond, &attr);
-    }
-
-    (void) pthread_condattr_destroy(&attr);
-
-    if (rc != 0) {
-        goto failed_attr;
+    if (nbffi__cond_init_monotonic(&q->cond) != 0) {
+        (void) pthread_mutex_destroy(&q->lock);
+        return NBFFI_ENOMEM;
     }
 
     return 0;
-
-failed_attr:
-    (void) pthread_mutex_destroy(&q->ilock);
-failed_ilock:
-    (void) pthread_mutex_destroy(&q->lock);
-    return NBFFI_ENOMEM;
 }
 
 
 void
 nbffi__queue_destroy(nbffi_queue_t *q)
 {
-    if (q->efd >= 0) {
-        (void) close(q->efd);
-    }
+    nbffi__queue_close_fd(q);
     (void) pthread_cond_destroy(&q->cond);
-    (void) pthread_mutex_destroy(&q->ilock);
     (void) pthread_mutex_destroy(&q->lock);
+}
+
+
+/*
+ * Closes the eventfd for good, once no runtime thread uses the queue: a
+ * closed runtime gives its descriptor back at once, not with its memory.
+ */
+void
+nbffi__queue_close_fd(nbffi_queue_t *q)
+{
+    int  fd;
+
+    pthread_mutex_lock(&q->lock);
+    fd = q->efd;
+    q->efd = NBFFI__QUEUE_FD_GONE;
+    pthread_mutex_unlock(&q->lock);
+
+    /* A writer that read the number before may still be writing to it. */
+    while (atomic_load_explicit(&q->fd_writers, memory_order_acquire) != 0) {
+        nbffi__cpu_relax();
+    }
+
+    if (fd >= 0) {
+        (void) close(fd);
+    }
 }
 
 
@@ -141,11 +144,14 @@ nbffi__queue_push(nbffi_queue_t *q, nbffi_task_t *task)
     }
 
     fd = (len == 0) ? q->efd : -1;
+    if (fd >= 0) {
+        atomic_fetch_add_explicit(&q->fd_writers, 1, memory_order_relaxed);
+    }
 
     pthread_mutex_unlock(&q->lock);
 
     if (fd >= 0) {
-        nbffi__queue_signal_fd(fd);
+        nbffi__queue_signal_fd(q, fd);
     }
 
     return 0;
@@ -156,12 +162,26 @@ int
 nbffi_queue_pop(nbffi_queue_t *q, nbffi_task_t **out, int max,
     int64_t timeout_ns)
 {
-    int      rc;
-    int64_t  until;
+    int  rc;
 
     if (q == NULL || out == NULL || max <= 0) {
         return NBFFI_EINVAL;
     }
+
+    atomic_fetch_add_explicit(&q->poppers, 1, memory_order_relaxed);
+    rc = nbffi__queue_pop(q, out, max, timeout_ns);
+    atomic_fetch_sub_explicit(&q->poppers, 1, memory_order_release);
+
+    return rc;
+}
+
+
+static int
+nbffi__queue_pop(nbffi_queue_t *q, nbffi_task_t **out, int max,
+    int64_t timeout_ns)
+{
+    int      rc;
+    int64_t  until;
 
     until = (timeout_ns > 0) ? nbffi_now_ns() + timeout_ns : timeout_ns;
 
@@ -319,7 +339,7 @@ nbffi__queue_sleep(nbffi_queue_t *q, int64_t until_ns, nbffi_task_t **out,
 static int
 nbffi__queue_take_locked(nbffi_queue_t *q, nbffi_task_t **out, int max)
 {
-    int            n, i, ended;
+    int            n, i, kept, ended;
     int64_t        now;
     unsigned       len;
     nbffi_task_t  *task, *skipped, **skipped_tail;
@@ -369,24 +389,24 @@ nbffi__queue_take_locked(nbffi_queue_t *q, nbffi_task_t **out, int max)
 
     pthread_mutex_unlock(&q->lock);
 
-    if (n > 0) {
-        pthread_mutex_lock(&q->ilock);
-        for (i = 0; i < n; i++) {
-            task = out[i];
-            atomic_store_explicit(&task->state, NBFFI__POPPED,
-                                  memory_order_relaxed);
-            task->next = q->inflight.next;
-            task->prev = &q->inflight;
-            q->inflight.next->prev = task;
-            q->inflight.next = task;
+    /* Held from now on: answering takes it out of the held set.  A task
+     * that cannot be recorded is answered here instead of returned. */
+    for (i = 0, kept = 0; i < n; i++) {
+        task = out[i];
+        atomic_store_explicit(&task->state, NBFFI__POPPED,
+                              memory_order_relaxed);
+        if (nbffi__held_add(task) == 0) {
+            out[kept++] = task;
+        } else {
+            nbffi__task_complete(task, NBFFI_ENOMEM, NULL);
         }
-        pthread_mutex_unlock(&q->ilock);
     }
+    n = kept;
 
     while (skipped != NULL) {
         task = skipped;
         skipped = task->next;
-        nbffi__task_answer(task, task->status);
+        nbffi__task_complete(task, task->status, NULL);
     }
 
     if (n > 0) {
@@ -394,20 +414,6 @@ nbffi__queue_take_locked(nbffi_queue_t *q, nbffi_task_t **out, int max)
     }
 
     return ended ? NBFFI_ECLOSED : 0;
-}
-
-
-void
-nbffi__inflight_unlink(nbffi_queue_t *q, nbffi_task_t *task)
-{
-    pthread_mutex_lock(&q->ilock);
-    if (task->prev != NULL) {
-        task->prev->next = task->next;
-        task->next->prev = task->prev;
-        task->next = NULL;
-        task->prev = NULL;
-    }
-    pthread_mutex_unlock(&q->ilock);
 }
 
 
@@ -422,9 +428,15 @@ nbffi_queue_fd(nbffi_queue_t *q)
 
     pthread_mutex_lock(&q->lock);
 
+    if (q->efd == NBFFI__QUEUE_FD_GONE) {
+        pthread_mutex_unlock(&q->lock);
+        return NBFFI_ECLOSED;
+    }
+
     if (q->efd < 0) {
         q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (q->efd < 0) {
+            q->efd = -1;
             pthread_mutex_unlock(&q->lock);
             return NBFFI_EIO;
         }
@@ -432,7 +444,9 @@ nbffi_queue_fd(nbffi_queue_t *q)
         if (atomic_load_explicit(&q->len, memory_order_relaxed) > 0
             || atomic_load_explicit(&q->closed, memory_order_relaxed))
         {
-            nbffi__queue_signal_fd(q->efd);
+            atomic_fetch_add_explicit(&q->fd_writers, 1,
+                                      memory_order_relaxed);
+            nbffi__queue_signal_fd(q, q->efd);
         }
     }
 
@@ -460,54 +474,42 @@ nbffi__queue_close(nbffi_queue_t *q)
     atomic_store_explicit(&q->closed, 1, memory_order_release);
     pthread_cond_broadcast(&q->cond);
     fd = q->efd;
+    if (fd >= 0) {
+        atomic_fetch_add_explicit(&q->fd_writers, 1, memory_order_relaxed);
+    }
     pthread_mutex_unlock(&q->lock);
 
     if (fd >= 0) {
-        nbffi__queue_signal_fd(fd);
+        nbffi__queue_signal_fd(q, fd);
     }
 }
 
 
-/* Answers every queued and every popped-but-unanswered task. */
-void
-nbffi__queue_fail_all(nbffi_queue_t *q, int status)
+/* Takes every queued task out, as a list linked by next. */
+nbffi_task_t *
+nbffi__queue_take_all(nbffi_queue_t *q)
 {
-    nbffi_task_t  *task, *next, *sentinel;
+    nbffi_task_t  *list;
 
     pthread_mutex_lock(&q->lock);
-    task = q->head;
+    list = q->head;
     q->head = NULL;
     q->tail = NULL;
     atomic_store_explicit(&q->len, 0, memory_order_relaxed);
     pthread_mutex_unlock(&q->lock);
 
-    for ( /* void */ ; task != NULL; task = next) {
-        next = task->next;
-        nbffi__task_answer(task, status);
-    }
-
-    sentinel = &q->inflight;
-
-    pthread_mutex_lock(&q->ilock);
-    task = sentinel->next;
-    sentinel->next = sentinel;
-    sentinel->prev = sentinel;
-    pthread_mutex_unlock(&q->ilock);
-
-    for ( /* void */ ; task != sentinel; task = next) {
-        next = task->next;
-        task->next = NULL;
-        task->prev = NULL;
-        nbffi__task_answer(task, status);
-    }
+    return list;
 }
 
 
+/* Writes fd, which the caller counted in fd_writers under the lock. */
 static void
-nbffi__queue_signal_fd(int fd)
+nbffi__queue_signal_fd(nbffi_queue_t *q, int fd)
 {
     uint64_t  one = 1;
 
     /* EAGAIN: the counter is saturated, which is signalled enough */
     (void) !write(fd, &one, sizeof(one));
+
+    atomic_fetch_sub_explicit(&q->fd_writers, 1, memory_order_release);
 }

@@ -4,6 +4,10 @@
  * replies reuse.  The host and the runtime each hold a reference; the
  * memory goes when the host has released it and its completion is reaped,
  * both of which happen on the host thread.
+ *
+ * A task is answered once: by a runtime thread that holds it (held.c), or
+ * by libnbffi for a task no runtime holds (expired or cancelled in the
+ * queue, failed start, closed, a life-cycle task).
  */
 
 #include <string.h>
@@ -11,61 +15,47 @@
 #include "nbffi_int.h"
 
 
-static void nbffi__task_finish(nbffi_task_t *task, int status);
+static void nbffi__task_push(nbffi_task_t *task, int status);
 
 
 static atomic_ullong  nbffi__next_id = 1;
 
 
-int
-nbffi_call(nbffi_host_t *host, nbffi_runtime_t *rt, const char *method,
-    size_t mlen, const void *payload, size_t plen, int64_t deadline_ns,
-    unsigned flags, nbffi_task_t **out)
+/*
+ * Host thread.  A task of rt, not yet posted: method may be NULL for a
+ * life-cycle task.  NULL when out of memory.
+ */
+nbffi_task_t *
+nbffi__task_new(nbffi_host_t *host, nbffi_runtime_t *rt, const char *method,
+    size_t mlen, const void *payload, size_t plen, int borrow)
 {
-    int            rc;
     size_t         cap;
     nbffi_task_t  *task;
 
-    if (host == NULL || rt == NULL || out == NULL
-        || (method == NULL && mlen != 0) || (payload == NULL && plen != 0))
-    {
-        return NBFFI_EINVAL;
-    }
-
-    if (mlen == 0 || memchr(method, '\0', mlen) != NULL) {
-        return NBFFI_EINVAL;
-    }
-
-    if (mlen > NBFFI_MAX_METHOD || plen > rt->max_payload) {
-        return NBFFI_E2BIG;
-    }
-
-    if (atomic_load_explicit(&rt->q.closed, memory_order_relaxed)) {
-        return NBFFI_ECLOSED;
-    }
-
-    cap = (flags & NBFFI_CALL_BORROW) ? 0 : plen;
+    cap = borrow ? 0 : plen;
     if (cap < NBFFI__INLINE_MIN) {
         cap = NBFFI__INLINE_MIN;
     }
 
     task = malloc(sizeof(nbffi_task_t) + mlen + 1 + cap);
     if (task == NULL) {
-        return NBFFI_ENOMEM;
+        return NULL;
     }
 
     memset(task, 0, sizeof(nbffi_task_t));
     task->host = host;
+    task->done = &host->done;
     task->rt = rt;
     task->id = atomic_fetch_add_explicit(&nbffi__next_id, 1,
                                          memory_order_relaxed);
-    task->deadline = deadline_ns;
     task->method_len = mlen;
     task->inline_cap = cap;
-    memcpy(task->data, method, mlen);
+    if (mlen != 0) {
+        memcpy(task->data, method, mlen);
+    }
     task->data[mlen] = '\0';
 
-    if (flags & NBFFI_CALL_BORROW) {
+    if (borrow) {
         task->payload = payload;
 
     } else {
@@ -79,22 +69,7 @@ nbffi_call(nbffi_host_t *host, nbffi_runtime_t *rt, const char *method,
     atomic_init(&task->state, NBFFI__QUEUED);
     atomic_init(&task->cancelled, 0);
 
-    atomic_fetch_add_explicit(&rt->refs, 1, memory_order_relaxed);
-
-    rc = nbffi__queue_push(&rt->q, task);
-    if (rc != 0) {
-        if (rc == NBFFI_EQFULL) {
-            atomic_fetch_add_explicit(&rt->refused, 1, memory_order_relaxed);
-        }
-        atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_relaxed);
-        free(task);
-        return rc;
-    }
-
-    atomic_fetch_add_explicit(&rt->posted, 1, memory_order_relaxed);
-    host->allocated++;
-    *out = task;
-    return 0;
+    return task;
 }
 
 
@@ -146,6 +121,15 @@ nbffi_task_respond(nbffi_task_t *task, int status, const void *data,
     char  *inl;
     void  *copy;
 
+    if (task == NULL) {
+        return NBFFI_EINVAL;
+    }
+
+    if (!nbffi__held_remove(task)) {
+        nbffi__held_refused();
+        return NBFFI_EALREADY;
+    }
+
     if (data == NULL) {
         len = 0;
     }
@@ -165,7 +149,7 @@ nbffi_task_respond(nbffi_task_t *task, int status, const void *data,
         if (copy == NULL) {
             task->reply = inl;
             task->reply_len = 0;
-            nbffi__task_finish(task, NBFFI_ENOMEM);
+            nbffi__task_push(task, NBFFI_ENOMEM);
             return NBFFI_ENOMEM;
         }
         memcpy(copy, data, len);
@@ -174,7 +158,7 @@ nbffi_task_respond(nbffi_task_t *task, int status, const void *data,
     }
 
     task->reply_len = len;
-    nbffi__task_finish(task, status < 0 ? NBFFI_ERUNTIME : status);
+    nbffi__task_push(task, status < 0 ? NBFFI_ERUNTIME : status);
     return 0;
 }
 
@@ -183,6 +167,15 @@ int
 nbffi_task_respond_owned(nbffi_task_t *task, int status, void *data,
     size_t len, nbffi_free_cb free_cb, void *ud)
 {
+    if (task == NULL) {
+        return NBFFI_EINVAL;
+    }
+
+    if (!nbffi__held_remove(task)) {
+        nbffi__held_refused();
+        return NBFFI_EALREADY;
+    }
+
     if (data == NULL) {
         task->reply = task->data + task->method_len + 1;
         task->reply_len = 0;
@@ -194,36 +187,55 @@ nbffi_task_respond_owned(nbffi_task_t *task, int status, void *data,
         task->reply_ud = ud;
     }
 
-    nbffi__task_finish(task, status < 0 ? NBFFI_ERUNTIME : status);
+    nbffi__task_push(task, status < 0 ? NBFFI_ERUNTIME : status);
     return 0;
 }
 
 
+/*
+ * Any thread.  Answers a task that no runtime thread holds, with status
+ * and msg (NUL-terminated, may be NULL) as its reply.  A message that does
+ * not fit the inline area is copied, or dropped if that fails.
+ */
 void
-nbffi__task_answer(nbffi_task_t *task, int status)
+nbffi__task_complete(nbffi_task_t *task, int status, const char *msg)
 {
-    task->reply = task->data + task->method_len + 1;
+    char    *inl, *copy;
+    size_t   len;
+
+    inl = task->data + task->method_len + 1;
+    len = (msg != NULL) ? strlen(msg) : 0;
+
+    task->reply = inl;
     task->reply_len = 0;
-    nbffi__task_finish(task, status);
+
+    if (len != 0 && len <= task->inline_cap) {
+        memcpy(inl, msg, len);
+        task->reply_len = len;
+
+    } else if (len != 0) {
+        copy = malloc(len);
+        if (copy != NULL) {
+            memcpy(copy, msg, len);
+            task->reply = copy;
+            task->reply_len = len;
+            task->reply_malloced = 1;
+        }
+    }
+
+    nbffi__task_push(task, status);
 }
 
 
 static void
-nbffi__task_finish(nbffi_task_t *task, int status)
+nbffi__task_push(nbffi_task_t *task, int status)
 {
-    nbffi_host_t  *host;
-
-    /* Popped tasks are linked in the in-flight list; the unlink checks
-     * under its lock, since unlinking a neighbour writes this prev. */
-    nbffi__inflight_unlink(&task->rt->q, task);
-
     task->status = status;
-    host = task->host;
 
     /* After the push the host may free the task at any moment. */
     atomic_store_explicit(&task->state, NBFFI__ANSWERED,
                           memory_order_release);
-    nbffi__host_push_done(host, task);
+    nbffi__done_push(task->done, task);
 }
 
 
@@ -244,33 +256,16 @@ nbffi_task_reply(nbffi_task_t *task, size_t *len)
 }
 
 
-void
-nbffi_task_release(nbffi_task_t *task)
+int
+nbffi_task_leaked(nbffi_task_t *task)
 {
-    nbffi_runtime_t  *rt;
-
-    if (task->reaped) {
-        nbffi__task_free(task);
-        return;
-    }
-
-    /* Still pending: the runtime may be working on it.  Mark it and let
-     * nbffi_host_reap() free it when the completion arrives. */
-    task->released = 1;
-    atomic_store_explicit(&task->cancelled, 1, memory_order_relaxed);
-
-    rt = task->rt;
-    if (task->deadline != 0 && nbffi_now_ns() >= task->deadline) {
-        atomic_fetch_add_explicit(&rt->timed_out, 1, memory_order_relaxed);
-    } else {
-        atomic_fetch_add_explicit(&rt->abandoned, 1, memory_order_relaxed);
-    }
-    atomic_fetch_add_explicit(&rt->finished, 1, memory_order_relaxed);
+    return task->leaked;
 }
 
 
+/* Host thread.  Frees the reply and the memory; nothing else. */
 void
-nbffi__task_free(nbffi_task_t *task)
+nbffi__task_destroy(nbffi_task_t *task)
 {
     if (task->reply_free != NULL) {
         task->reply_free(task->reply, task->reply_ud);
@@ -279,7 +274,5 @@ nbffi__task_free(nbffi_task_t *task)
         free(task->reply);
     }
 
-    task->host->freed++;
-    nbffi__runtime_unref(task->rt);
     free(task);
 }

@@ -39,3 +39,19 @@ nbffi_thread_create(void *thread, void *(*fn)(void *), void *arg)
 
     return -rc;
 }
+
+
+/* A detached nbffi_thread_create(): for core threads nobody joins. */
+int
+nbffi__thread_detached(void *(*fn)(void *), void *arg)
+{
+    int        rc;
+    pthread_t  tid;
+
+    rc = nbffi_thread_create(&tid, fn, arg);
+    if (rc == 0) {
+        (void) pthread_detach(tid);
+    }
+
+    return rc;
+}

@@ -12,6 +12,8 @@
  *   sleep   payload = decimal milliseconds; sleeps, then replies "slept"
  *   error   runtime error: status 1, message = payload
  *   hold    kept until the runtime is closed, then answered "released"
+ *   sleep   (see above) does not look at cancellation: a thread stuck in
+ *           it is what a close deadline exists for
  *   count   decimal number of tasks this runtime answered before this one
  *   log     logs the payload at notice level, replies "logged"
  * Anything else is a runtime error with status 2.
@@ -35,7 +37,6 @@
 typedef struct echo_rt_s  echo_rt_t;
 
 struct echo_rt_s {
-    echo_rt_t       *next;          /* registry, by queue */
     nbffi_queue_t   *q;
     int              nthreads;
     pthread_t        threads[ECHO_MAX_THREADS];
@@ -51,8 +52,8 @@ struct echo_rt_s {
 
 NBFFI_EXTERN unsigned nbffi_runtime_abi(void);
 NBFFI_EXTERN int nbffi_runtime_init(nbffi_queue_t *q, const void *cfg,
-    size_t cfg_len, char *err, size_t err_len);
-NBFFI_EXTERN void nbffi_runtime_fini(nbffi_queue_t *q);
+    size_t cfg_len, void **data, char *err, size_t err_len);
+NBFFI_EXTERN int nbffi_runtime_fini(void *data, int64_t deadline_ns);
 
 static int echo_parse_cfg(echo_rt_t *rt, const char *cfg, size_t len,
     char *err, size_t err_len);
@@ -64,11 +65,6 @@ static void echo_reply(echo_rt_t *rt, nbffi_task_t *task, int status,
     const void *data, size_t len);
 
 
-/* Several runtimes may live in one library: fini finds its own by queue. */
-static pthread_mutex_t  echo_registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static echo_rt_t       *echo_registry;
-
-
 unsigned
 nbffi_runtime_abi(void)
 {
@@ -78,7 +74,7 @@ nbffi_runtime_abi(void)
 
 int
 nbffi_runtime_init(nbffi_queue_t *q, const void *cfg, size_t cfg_len,
-    char *err, size_t err_len)
+    void **data, char *err, size_t err_len)
 {
     int         i, rc;
     echo_rt_t  *rt;
@@ -114,13 +110,9 @@ nbffi_runtime_init(nbffi_queue_t *q, const void *cfg, size_t cfg_len,
         }
     }
 
-    pthread_mutex_lock(&echo_registry_lock);
-    rt->next = echo_registry;
-    echo_registry = rt;
-    pthread_mutex_unlock(&echo_registry_lock);
-
     nbffi_logf(q, NBFFI_LOG_INFO, "echo runtime started, %d thread(s)",
                rt->nthreads);
+    *data = rt;
     return 0;
 
 failed:
@@ -130,35 +122,49 @@ failed:
 }
 
 
-void
-nbffi_runtime_fini(nbffi_queue_t *q)
+int
+nbffi_runtime_fini(void *data, int64_t deadline_ns)
 {
-    int          i;
-    echo_rt_t   *rt, **p;
+    int               i, stayed;
+    int64_t           left;
+    echo_rt_t        *rt = data;
+    struct timespec   ts;
 
-    pthread_mutex_lock(&echo_registry_lock);
-    for (p = &echo_registry; *p != NULL && (*p)->q != q; p = &(*p)->next) {
-        /* void */
+    /* The queue is closed: the threads drain it and leave, but for one
+     * stuck in a handler (sleep).  The deadline is on the monotonic clock,
+     * pthread_timedjoin_np's is the wall clock: convert. */
+    if (deadline_ns != 0) {
+        (void) clock_gettime(CLOCK_REALTIME, &ts);
+        left = deadline_ns - nbffi_now_ns();
+        if (left < 0) {
+            left = 0;
+        }
+        ts.tv_sec += left / 1000000000;
+        ts.tv_nsec += left % 1000000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
     }
-    rt = *p;
-    if (rt != NULL) {
-        *p = rt->next;
-    }
-    pthread_mutex_unlock(&echo_registry_lock);
 
-    if (rt == NULL) {
-        return;
-    }
-
-    /* The queue is closed: the threads drain it and leave. */
+    stayed = 0;
     for (i = 0; i < rt->nthreads; i++) {
-        (void) pthread_join(rt->threads[i], NULL);
+        if (deadline_ns == 0) {
+            (void) pthread_join(rt->threads[i], NULL);
+        } else if (pthread_timedjoin_np(rt->threads[i], NULL, &ts) != 0) {
+            stayed++;
+        }
     }
 
-    echo_release_held(rt);
+    if (stayed != 0) {
+        /* rt stays: the threads that stayed still use it */
+        return stayed;
+    }
+
     free(rt->held);
     (void) pthread_mutex_destroy(&rt->hold_lock);
     free(rt);
+    return 0;
 }
 
 
