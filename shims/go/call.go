@@ -11,12 +11,17 @@ nbffi_go_free(void *data, void *ud)
     free(data);
 }
 
-// Hands over a reply from Alloc: nbffi frees it with free().
+// Hands over a reply from Alloc: nbffi frees it with free().  A refused
+// answer (the task's runtime was orphaned while its handler ran) leaves
+// it to us.
 static void
 nbffi_go_respond_owned(nbffi_task_t *t, int status, void *data, size_t len)
 {
-    (void) nbffi_task_respond_owned(t, status, data, len, nbffi_go_free,
-                                    NULL);
+    if (nbffi_task_respond_owned(t, status, data, len, nbffi_go_free, NULL)
+        != 0)
+    {
+        free(data);
+    }
 }
 */
 import "C"

@@ -46,7 +46,7 @@ func (d *doneCtx) cancel(err error) {
 	d.mu.Unlock()
 }
 
-// runtimeCtx is the init hook's ctx: done when the runtime is freed.
+// runtimeCtx is the init hook's ctx: done when the runtime is closed.
 type runtimeCtx struct {
 	doneCtx
 	rt *runtime

@@ -37,8 +37,7 @@
 //   - the caller gave up (its Lua timeout passed, or its request ended):
 //     nbffi has no callback for that, so each runtime checks the tasks of
 //     its running handlers every CancelPoll (5 ms), only while handlers run;
-//   - the host frees the runtime (nginx worker exit): freeing waits until
-//     every handler returned, so handlers must honour ctx;
+//   - the host closes the runtime (rt:close(), nginx worker exit);
 //   - the handler returns.
 //
 // The ctx is the shim's own type, not the context package's: its deadline
@@ -54,14 +53,29 @@
 // Replies: a reply that is the payload, or any Go slice, is copied once by
 // nbffi; a reply from Alloc is C memory and is handed over without a copy.
 //
+// # Closing
+//
+// When the host closes a runtime, calls already queued still run; then
+// every handler's ctx and the init hook's ctx are cancelled, and
+// nbffi_runtime_fini waits for the handlers until the close deadline (in
+// nginx: what is left of worker_shutdown_timeout, or the runtime's close
+// timeout), and then closes the runtime's state (if an io.Closer).  A
+// runtime whose handlers all returned gives everything back at once, its
+// file descriptors included.  Handlers that ignore ctx and still run at
+// the deadline are left behind: the runtime is orphaned (libnbffi logs it
+// with their number), their callers get "runtime closed", their payloads
+// stay readable, and their answers are refused and freed when they
+// return.  The nginx worker exits on time either way; a handler that never
+// returns keeps only its goroutine.
+//
 // # Runtimes and state
 //
 // The Go runtime is one per process, but a library may be loaded as several
 // nbffi runtimes (in nginx, one per distinct cfg and worker), each with its
-// own queue.  The shim keeps a registry from queue to runtime: the hook set
-// with OnInit runs once per runtime with that runtime's cfg, and what it
-// returns is the runtime's state, which handlers reach with State(ctx)
-// (e.g. one gRPC connection per runtime).  Handlers are shared by all.
+// own queue.  The hook set with OnInit runs once per runtime with that
+// runtime's cfg, and what it returns is the runtime's state, which handlers
+// reach with State(ctx) (e.g. one gRPC connection per runtime).  Handlers
+// are shared by all.
 //
 // # One Go library per process
 //
@@ -74,7 +88,7 @@
 // support this; build every handler into one library instead.  The same
 // library loaded twice (any cfg) is one Go runtime.
 //
-// # Signals, fork and GOMAXPROCS
+// # Signals and fork
 //
 // The Go runtime starts when the library is loaded, so load it in the
 // process that uses it: in nginx, in init_worker or later, never in
@@ -84,22 +98,32 @@
 // In a c-shared library Go handles only synchronous signals (SIGSEGV,
 // SIGBUS, SIGFPE: faults outside Go code go to the previous handler),
 // SIGPIPE (passed on to nginx's SIG_IGN) and SIGURG, and adds SA_ONSTACK to
-// the handlers already installed.  This package makes every thread of the
-// Go runtime block the asynchronous signals (see signals.c), so nginx's
-// SIGHUP, SIGQUIT, SIGTERM, SIGUSR1, SIGWINCH, SIGIO and SIGALRM reach the
-// worker's event loop thread.  Go unblocks SIGCHLD and SIGPROF on its own
-// threads; nginx's SIGCHLD handler may therefore run on one, on the signal
-// stack, which is harmless: it only reaps children.  Handlers should not
-// call signal.Notify for nginx's signals, nor start child processes
-// (nginx's SIGCHLD handler reaps any child of the worker).
+// the handlers already installed.  libnbffi loads the library and runs its
+// init on a thread of its own that blocks the asynchronous signals; the Go
+// runtime's threads inherit that mask, so nginx's SIGHUP, SIGQUIT, SIGTERM,
+// SIGUSR1, SIGWINCH, SIGIO and SIGALRM reach the worker's event loop
+// thread.  Go unblocks SIGCHLD and SIGPROF on its own threads; nginx's
+// SIGCHLD handler may therefore run on one, on the signal stack, which is
+// harmless: it only reaps children.  Handlers should not call signal.Notify
+// for nginx's signals, nor start child processes (nginx's SIGCHLD handler
+// reaps any child of the worker).
 //
 // # GOMAXPROCS
 //
-// Each nginx worker has its own Go runtime.  Unless the environment sets
-// GOMAXPROCS, the first runtime sets it to 1: nginx runs a worker per CPU,
-// and with a second, idle P every handler goroutine would wake a thread
-// for nothing (a futex wake and two context switches per call).  Handlers
-// waiting on I/O are not limited by it; CPU-bound handlers share one CPU
-// per worker.  To give them more, set it in nginx.conf:
-// "env GOMAXPROCS=4;".
+// Each nginx worker has its own Go runtime.  At the first init the shim
+// sets GOMAXPROCS from the worker's environment as C's getenv sees it,
+// else to 1: nginx runs a worker per CPU, and with a second, idle P every
+// handler goroutine would wake a thread for nothing (a futex wake and two
+// context switches per call).  Handlers waiting on I/O are not limited by
+// it; CPU-bound handlers share one CPU per worker.  To give them more, set
+// it in nginx.conf:
+//
+//	env GOMAXPROCS=4;
+//
+// (or "env GOMAXPROCS;" to pass on nginx's own).  Go's os.Getenv does not
+// see what the env directive sets, since Go copied the environment when
+// nginx started; the shim reads it itself.  A value that is not a positive
+// number is logged and 1 is used.  Other GO* variables (GOGC, GOMEMLIMIT)
+// are read by Go at process start only: set them in nginx's own
+// environment, or call runtime/debug from the init hook.
 package nbffi

@@ -21,7 +21,8 @@ func nbffi_runtime_abi() C.uint {
 
 //export nbffi_runtime_init
 func nbffi_runtime_init(q *C.nbffi_queue_t, cfg unsafe.Pointer,
-	cfgLen C.size_t, errBuf *C.char, errLen C.size_t) (rc C.int) {
+	cfgLen C.size_t, data *unsafe.Pointer, errBuf *C.char,
+	errLen C.size_t) (rc C.int) {
 
 	// A panic must not unwind through the C frames of the caller.
 	defer func() {
@@ -36,21 +37,29 @@ func nbffi_runtime_init(q *C.nbffi_queue_t, cfg unsafe.Pointer,
 		c = C.GoBytes(cfg, C.int(cfgLen))
 	}
 
-	if err := startRuntime(q, c); err != nil {
+	ref, err := startRuntime(q, c)
+	if err != nil {
 		setErr(errBuf, errLen, err.Error())
 		return 1
 	}
+	*data = ref
 	return 0
 }
 
 //export nbffi_runtime_fini
-func nbffi_runtime_fini(q *C.nbffi_queue_t) {
+func nbffi_runtime_fini(data unsafe.Pointer, deadline C.int64_t) (stayed C.int) {
+	var rt *runtime
 	defer func() {
 		if r := recover(); r != nil {
-			logText(q, LevelErr, fmt.Sprintf("panic in fini: %v", r))
+			if rt != nil {
+				logText(rt.q, LevelErr, fmt.Sprintf("panic in fini: %v", r))
+			}
+			// what still runs is unknown: libnbffi must free nothing
+			stayed = 1
 		}
 	}()
-	stopRuntime(q)
+	rt = takeRuntime(data)
+	return C.int(rt.stop(int64(deadline)))
 }
 
 // setErr writes msg, truncated and NUL-terminated, to the loader's buffer.

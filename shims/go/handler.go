@@ -15,15 +15,18 @@ import (
 //
 // ctx carries the caller's deadline, and is cancelled when the caller gave
 // up (see the package documentation for how soon) or when the runtime is
-// freed.
+// closed.
 type Handler func(ctx context.Context, payload []byte) ([]byte, error)
 
 // InitFunc runs once per runtime, in nbffi_runtime_init, with the runtime's
-// cfg bytes.  It runs on the host's thread (nginx's event loop), so it must
-// not wait for long: dial lazily (grpc.NewClient does), not here.  Its result is the runtime's state (see State); a state that
-// is an io.Closer is closed when the runtime is freed.  An error fails the
-// load with the error's text.  ctx lives as long as the runtime: background
-// goroutines started here should stop when it is done.
+// cfg bytes.  It runs on a thread of libnbffi, never on the host's event
+// loop, so it may dial or load a model; the host's load timeout bounds it
+// (in Lua, opts.load_timeout).  Its result is the runtime's state (see
+// State); a state that is an io.Closer is closed when the runtime is
+// closed, after its handlers returned or were left behind at the close
+// deadline.  An error fails the load with the error's text.  ctx lives as
+// long as the runtime: background goroutines started here should stop when
+// it is done.
 type InitFunc func(ctx context.Context, cfg []byte) (state any, err error)
 
 var (

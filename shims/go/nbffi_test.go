@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -28,7 +29,13 @@ var (
 	crowd     atomic.Int64
 	crowdSize atomic.Int64
 	crowdFull chan struct{}
+	stuckCtx  = make(chan context.Context, 16)
+	unstick   chan struct{}
 )
+
+// The reply of a "stuck" handler, large enough for malloc's count to
+// show whether it was freed.
+const stuckSize = 4 << 20
 
 type state struct{ cfg string }
 
@@ -134,9 +141,23 @@ func init() {
 		nbffi.Logf(ctx, nbffi.LevelWarn, "log %s", p)
 		return nil, nil
 	})
+	handle("stuck", func(ctx context.Context, p []byte) ([]byte, error) {
+		// Ignores every ctx; once unstuck, reads its payload (kept by
+		// libnbffi for a handler left behind) and replies from Alloc or
+		// from the Go heap, as the payload says.
+		stuckCtx <- ctx
+		<-unstick
+		if string(p) == "alloc" {
+			return nbffi.Alloc(ctx, stuckSize), nil
+		}
+		return make([]byte, stuckSize), nil
+	})
 }
 
 func TestMain(m *testing.M) {
+	if v, ok := os.LookupEnv(procsChild); ok {
+		os.Exit(reportProcs(v))
+	}
 	dir, err := os.MkdirTemp("", "nbffi-go-test")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -351,7 +372,7 @@ func TestCancel(t *testing.T) {
 	}
 }
 
-func TestFiniCancelsHandlers(t *testing.T) {
+func TestCloseCancelsHandlers(t *testing.T) {
 	e := newEnv(t, "")
 	rt := e.load("fini")
 	task, err := e.h.Call(rt, "wait", []byte("f"), 0)
@@ -361,8 +382,14 @@ func TestFiniCancelsHandlers(t *testing.T) {
 	defer e.h.Release(task)
 	within(t, started, "start")
 
-	// Free cancels the handler's ctx and returns once the handler did.
-	rt.Free()
+	// fini cancels the handler's ctx and returns once the handler did,
+	// well before the deadline: the runtime is closed, not orphaned.
+	if status, msg, err := rt.Close(time.Minute); err != nil || status != 0 {
+		t.Errorf("close: %d %q %v", status, msg, err)
+	}
+	if rt.State() != testhost.Closed {
+		t.Errorf("state %d after close", rt.State())
+	}
 	e.expectClosed(rt)
 	if err := within(t, ctxErrs, "ctx end"); err != context.Canceled {
 		t.Errorf("ctx ended with %v", err)
@@ -373,6 +400,142 @@ func TestFiniCancelsHandlers(t *testing.T) {
 	if status, reply := task.Result(); status != nbffi.StatusError || string(reply) != "context canceled" {
 		t.Errorf("got %d %q", status, reply)
 	}
+	rt.Free()
+}
+
+func TestCloseLeavesHandlersThatIgnoreCtx(t *testing.T) {
+	const n = 8
+	e := newEnv(t, "")
+	rt := e.load("stuck")
+	unstick = make(chan struct{})
+	tasks := make([]*testhost.Task, n)
+	var ctx context.Context
+	for i := range tasks {
+		p := []byte("alloc")
+		if i%2 == 1 {
+			p = []byte("heap")
+		}
+		var err error
+		if tasks[i], err = e.h.Call(rt, "stuck", p, 0); err != nil {
+			t.Fatal(err)
+		}
+		defer e.h.Release(tasks[i])
+		ctx = within(t, stuckCtx, "start")
+	}
+
+	// fini gives up at the deadline and reports the handlers that stayed:
+	// the runtime is orphaned and their callers get "closed".
+	status, msg, err := rt.Close(50 * time.Millisecond)
+	if err != nil || status != testhost.EORPHANED ||
+		!strings.Contains(msg, fmt.Sprintf("fini reported %d thread(s)", n)) {
+		t.Errorf("close: %d %q %v", status, msg, err)
+	}
+	if rt.State() != testhost.Orphaned {
+		t.Errorf("state %d after close", rt.State())
+	}
+	e.expectClosed(rt)
+	for i, task := range tasks {
+		if err := e.h.Wait(task, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if status, _ := task.Result(); status != testhost.ECLOSED {
+			t.Errorf("task %d: status %d", i, status)
+		}
+	}
+
+	// Their late answers are refused, and the replies from Alloc freed.
+	before := testhost.MallocInUse()
+	close(unstick)
+	if !nbffi.HandlersGone(ctx, 10*time.Second) {
+		t.Fatal("the handlers did not answer")
+	}
+	if after := testhost.MallocInUse(); after > before+stuckSize {
+		t.Errorf("malloc'd bytes in use grew by %d MiB", (after-before)>>20)
+	}
+	rt.Free()
+}
+
+// openFds counts this process's file descriptors.
+func openFds(t *testing.T) int {
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(fds)
+}
+
+func TestLoadCloseCyclesKeepNoFd(t *testing.T) {
+	e := newEnv(t, "")
+	cycle := func() {
+		rt := e.load("cycle")
+		if _, reply, err := e.h.Do(rt, "echo", []byte("x"), 0); err != nil || string(reply) != "x" {
+			t.Fatalf("echo: %q %v", reply, err)
+		}
+		if status, msg, err := rt.Close(time.Minute); err != nil || status != 0 {
+			t.Fatalf("close: %d %q %v", status, msg, err)
+		}
+		rt.Free()
+		e.expectClosed(rt)
+	}
+	cycle() // the first use of Go's netpoller opens its epoll fds
+	before := openFds(t)
+	for range 100 {
+		cycle()
+	}
+	if after := openFds(t); after != before {
+		t.Errorf("%d fds before 100 load/close cycles, %d after", before, after)
+	}
+}
+
+// procsChild names the variable that makes this binary report the
+// GOMAXPROCS a runtime gets (see reportProcs) instead of running tests.
+const procsChild = "NBFFI_GO_TEST_PROCS"
+
+// TestGOMAXPROCS runs this binary again without GOMAXPROCS in its
+// environment; the child sets it in C's environ only, as nginx's env
+// directive does, then loads a runtime.
+func TestGOMAXPROCS(t *testing.T) {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GOMAXPROCS=") {
+			env = append(env, kv)
+		}
+	}
+	for _, c := range []struct{ set, want, log string }{
+		{"", "GOMAXPROCS 1", ""},
+		{"3", "GOMAXPROCS 3", ""},
+		{"many", "GOMAXPROCS 1", `GOMAXPROCS="many" is not a positive number: using 1`},
+	} {
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(env, procsChild+"="+c.set, "NBFFI_GO_TEST_LIB="+lib)
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), c.want+"\n") ||
+			!strings.Contains(string(out), c.log) {
+			t.Errorf("GOMAXPROCS=%q in C's environ: %v\n%s", c.set, err, out)
+		}
+	}
+}
+
+// reportProcs is the child of TestGOMAXPROCS.
+func reportProcs(set string) int {
+	runtime.LockOSThread()
+	if set != "" {
+		testhost.Setenv("GOMAXPROCS", set)
+	}
+	h, err := testhost.New()
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	rt, err := h.Load(os.Getenv("NBFFI_GO_TEST_LIB"), []byte("procs"))
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	fmt.Println("GOMAXPROCS", runtime.GOMAXPROCS(0))
+	rt.Free()
+	fmt.Println(strings.Join(h.Logs(), "\n"))
+	return 0
 }
 
 func TestThousandsConcurrent(t *testing.T) {

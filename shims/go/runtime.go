@@ -1,6 +1,7 @@
 package nbffi
 
 /*
+#include <stdlib.h>
 #include "nbffi.h"
 
 typedef struct {
@@ -26,11 +27,15 @@ import "C"
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	goruntime "runtime"
+	"runtime/cgo"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -51,41 +56,33 @@ const (
 type runtime struct {
 	q     *C.nbffi_queue_t
 	state any
-	ctx   runtimeCtx // done when the runtime is freed
+	ctx   runtimeCtx // done when the runtime is closed
 
-	efd    *os.File // the queue's eventfd, our own copy
-	poller sync.WaitGroup
-	calls  sync.WaitGroup
+	efd    *os.File      // the queue's eventfd, our own copy
+	polled chan struct{} // closed when the poller returns
+	calls  flight
 	watch  watcher
 }
-
-// runtimes maps the queue that init and fini receive to its runtime.
-var runtimes sync.Map // *C.nbffi_queue_t -> *runtime
 
 // procsOnce sets GOMAXPROCS at the first init, see the package doc.
 var procsOnce sync.Once
 
-func startRuntime(q *C.nbffi_queue_t, cfg []byte) error {
+// startRuntime runs in nbffi_runtime_init and returns the pointer that
+// libnbffi hands to nbffi_runtime_fini (see takeRuntime).
+func startRuntime(q *C.nbffi_queue_t, cfg []byte) (unsafe.Pointer, error) {
 	regMu.Lock()
 	frozen.Store(true)
 	hook := initFunc
 	regMu.Unlock()
 
-	procsOnce.Do(func() {
-		// One P: an idle second P makes every handler goroutine wake a
-		// thread for nothing (several us and two context switches per
-		// call), and nginx runs one worker, hence one Go runtime, per CPU.
-		if os.Getenv("GOMAXPROCS") == "" {
-			goruntime.GOMAXPROCS(1)
-		}
-	})
+	procsOnce.Do(func() { setProcs(q) })
 
 	efd, err := queueFile(q)
 	if err != nil {
-		return err
+		return nil, err
 	}
 
-	rt := &runtime{q: q, efd: efd}
+	rt := &runtime{q: q, efd: efd, polled: make(chan struct{})}
 	rt.ctx.rt = rt
 
 	if hook != nil {
@@ -93,16 +90,53 @@ func startRuntime(q *C.nbffi_queue_t, cfg []byte) error {
 		if err != nil {
 			rt.ctx.cancel(context.Canceled)
 			efd.Close()
-			return err
+			return nil, err
 		}
 		rt.state = state
 	}
 
-	runtimes.Store(q, rt)
 	rt.watch.start()
-	rt.poller.Add(1)
 	go rt.poll()
-	return nil
+	return runtimeRef(rt), nil
+}
+
+// runtimeRef is C memory holding a handle of rt: C may keep no Go pointer.
+func runtimeRef(rt *runtime) unsafe.Pointer {
+	p := C.malloc(C.size_t(unsafe.Sizeof(C.uintptr_t(0))))
+	*(*C.uintptr_t)(p) = C.uintptr_t(cgo.NewHandle(rt))
+	return p
+}
+
+// takeRuntime frees what runtimeRef made and returns its runtime.
+func takeRuntime(ref unsafe.Pointer) *runtime {
+	h := cgo.Handle(*(*C.uintptr_t)(ref))
+	C.free(ref)
+	rt := h.Value().(*runtime)
+	h.Delete()
+	return rt
+}
+
+// setProcs sets GOMAXPROCS from the environment that the host process has
+// now, which C's getenv sees: nginx's "env GOMAXPROCS=N;" sets it for its
+// workers in C's environ, after Go took its own copy of the environment
+// (at the exec of nginx, where the Go runtime reads it).  Unset: 1.
+func setProcs(q *C.nbffi_queue_t) {
+	// One P by default: an idle second P makes every handler goroutine
+	// wake a thread for nothing (several us and two context switches per
+	// call), and nginx runs one worker, hence one Go runtime, per CPU.
+	n := 1
+	name := C.CString("GOMAXPROCS")
+	defer C.free(unsafe.Pointer(name))
+	if v := C.getenv(name); v != nil {
+		s := C.GoString(v)
+		if k, err := strconv.Atoi(s); err == nil && k > 0 {
+			n = k
+		} else {
+			logText(q, LevelWarn, fmt.Sprintf("GOMAXPROCS=%q is not a "+
+				"positive number: using %d", s, n))
+		}
+	}
+	goruntime.GOMAXPROCS(n)
 }
 
 func callInit(hook InitFunc, ctx context.Context, cfg []byte) (state any,
@@ -116,24 +150,41 @@ func callInit(hook InitFunc, ctx context.Context, cfg []byte) (state any,
 	return hook(ctx, cfg)
 }
 
-// stopRuntime runs in nbffi_runtime_fini, after the host closed the queue.
-// It returns once no goroutine will touch the queue or a task again: the
-// poller has drained the queue, and every handler has returned (their ctx
-// is cancelled to make them hurry).
-func stopRuntime(q *C.nbffi_queue_t) {
-	v, ok := runtimes.LoadAndDelete(q)
-	if !ok {
-		return
-	}
-	rt := v.(*runtime)
+// stop runs in nbffi_runtime_fini, after the host closed the queue, and
+// returns how many goroutines may still touch the queue or a task.  The
+// poller drains the queue (those tasks still run), then every handler's
+// ctx is cancelled to make it hurry.  Goroutines still running at the
+// deadline (nbffi_now_ns clock, 0: none) are left behind and counted:
+// libnbffi then orphans the runtime and refuses their late answers.
+func (rt *runtime) stop(deadline int64) int {
+	expired, stopTimer := expiry(deadline)
+	defer stopTimer()
 
-	rt.poller.Wait()
+	stayed := 0
+	select {
+	case <-rt.polled:
+	case <-expired:
+		stayed++
+	}
 	rt.efd.Close()
 	rt.ctx.cancel(context.Canceled)
 	rt.watch.cancelAll()
-	rt.calls.Wait()
+	stayed += rt.calls.wait(expired)
 	rt.watch.stop()
 	closeState(rt)
+	return stayed
+}
+
+// expiry returns a channel closed at deadline (never, for 0) and a
+// function that releases its timer.
+func expiry(deadline int64) (<-chan struct{}, func()) {
+	if deadline == 0 {
+		return nil, func() {}
+	}
+	c := make(chan struct{})
+	left := time.Duration(deadline - int64(C.nbffi_now_ns()))
+	t := time.AfterFunc(left, func() { close(c) })
+	return c, func() { t.Stop() }
 }
 
 func closeState(rt *runtime) {
@@ -151,6 +202,42 @@ func closeState(rt *runtime) {
 	}
 }
 
+// flight counts the running handlers, so that fini can wait for them
+// until a deadline, which a sync.WaitGroup cannot.
+type flight struct {
+	n       atomic.Int64
+	waiting atomic.Bool
+	idle    chan struct{} // signalled when n drops to 0 while waiting
+}
+
+func (f *flight) add() { f.n.Add(1) }
+
+func (f *flight) done() {
+	if f.n.Add(-1) == 0 && f.waiting.Load() {
+		select {
+		case f.idle <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// wait returns 0 once no handler runs, or how many still run when
+// expired is closed.  Call it once.
+func (f *flight) wait(expired <-chan struct{}) int {
+	f.idle = make(chan struct{}, 1)
+	f.waiting.Store(true)
+	for {
+		if f.n.Load() == 0 {
+			return 0
+		}
+		select {
+		case <-f.idle:
+		case <-expired:
+			return int(f.n.Load())
+		}
+	}
+}
+
 // poll pops batches until the queue is closed and empty.
 //
 // It never blocks in C: a goroutine that sits in a long cgo call holds a
@@ -160,7 +247,7 @@ func closeState(rt *runtime) {
 // little (yielding to the handlers), and then parks in Go's netpoller on
 // the queue's eventfd, like any goroutine waiting for I/O.
 func (rt *runtime) poll() {
-	defer rt.poller.Done()
+	defer close(rt.polled)
 
 	var batch [batchSize]*C.nbffi_task_t
 	var drain [8]byte
@@ -179,8 +266,11 @@ func (rt *runtime) poll() {
 			// the queue is closed; the read drains it.
 			parked := time.Now()
 			if _, err := rt.efd.Read(drain[:]); err != nil {
-				logText(rt.q, LevelErr, "reading the queue's fd: "+
-					err.Error())
+				// closed under a poller that outlived fini's deadline
+				if !errors.Is(err, os.ErrClosed) {
+					logText(rt.q, LevelErr, "reading the queue's fd: "+
+						err.Error())
+				}
 				return
 			}
 			s.woke(time.Since(parked))
@@ -277,14 +367,14 @@ func (rt *runtime) start(t *C.nbffi_task_t) {
 		deadline = time.Now().Add(time.Duration(info.deadline - info.now))
 	}
 
-	rt.calls.Add(1)
+	rt.calls.add()
 	go rt.run(t, h, payload, deadline)
 }
 
 func (rt *runtime) run(t *C.nbffi_task_t, h Handler, payload []byte,
 	deadline time.Time) {
 
-	defer rt.calls.Done()
+	defer rt.calls.done()
 
 	c := &call{rt: rt, task: t, deadline: deadline}
 	rt.watch.add(c)

@@ -70,7 +70,7 @@ func (w *watcher) remove(c *call) {
 	w.mu.Unlock()
 }
 
-// cancelAll cancels every running call: the runtime is being freed.
+// cancelAll cancels every running call: the runtime is being closed.
 func (w *watcher) cancelAll() {
 	w.mu.Lock()
 	for _, c := range w.running {

@@ -11,6 +11,7 @@ package testhost
 #cgo LDFLAGS: -L${SRCDIR}/../../../../build/core -lnbffi
 #cgo LDFLAGS: -Wl,-rpath,${SRCDIR}/../../../../build/core
 
+#include <malloc.h>
 #include <poll.h>
 #include <stdlib.h>
 #include "nbffi.h"
@@ -59,11 +60,15 @@ func codeErr(rc C.int, detail string) error {
 	return &Error{Code: int(rc), Msg: msg}
 }
 
-// Codes the tests look for.
+// Codes and states the tests look for.
 const (
 	ECLOSED   = int(C.NBFFI_ECLOSED)
 	EINIT     = int(C.NBFFI_EINIT)
 	ETIMEDOUT = int(C.NBFFI_ETIMEDOUT)
+	EORPHANED = int(C.NBFFI_EORPHANED)
+
+	Closed   = int(C.NBFFI_RT_CLOSED)
+	Orphaned = int(C.NBFFI_RT_ORPHANED)
 )
 
 // BuildForwarder compiles testdata/fwd.c into dir and returns its path.
@@ -126,9 +131,10 @@ func (h *Host) Logs() []string {
 // Runtime is a loaded runtime.
 type Runtime struct {
 	rt *C.nbffi_runtime_t
+	h  *Host
 }
 
-// Load loads lib with cfg.
+// Load loads lib with cfg and waits for its start to end.
 func (h *Host) Load(lib string, cfg []byte) (*Runtime, error) {
 	clib := C.CString(lib)
 	defer C.free(unsafe.Pointer(clib))
@@ -140,20 +146,58 @@ func (h *Host) Load(lib string, cfg []byte) (*Runtime, error) {
 	}
 
 	var rt *C.nbffi_runtime_t
-	errBuf := make([]byte, 1024)
+	var t *C.nbffi_task_t
 	rc := C.nbffi_runtime_load(h.h, clib, nil, pcfg, C.size_t(len(cfg)), 0, 0,
-		0, &rt, (*C.char)(unsafe.Pointer(&errBuf[0])), C.size_t(len(errBuf)))
+		0, 0, &rt, &t)
 	if rc != 0 {
-		return nil, codeErr(rc, C.GoString((*C.char)(unsafe.Pointer(&errBuf[0]))))
+		return nil, codeErr(rc, "")
 	}
-	return &Runtime{rt: rt}, nil
+	status, msg, err := h.lifeTask(t)
+	if err == nil && status != 0 {
+		err = codeErr(C.int(status), msg)
+	}
+	if err != nil {
+		C.nbffi_runtime_free(rt)
+		return nil, err
+	}
+	return &Runtime{rt: rt, h: h}, nil
 }
 
-// Close stops the runtime from accepting calls.
-func (r *Runtime) Close() { C.nbffi_runtime_close(r.rt) }
+// lifeTask waits for a life-cycle task and releases it.
+func (h *Host) lifeTask(t *C.nbffi_task_t) (int, string, error) {
+	task := &Task{t: t}
+	defer h.Release(task)
+	if err := h.Wait(task, time.Minute); err != nil {
+		return 0, "", err
+	}
+	status, reply := task.Result()
+	return status, string(reply), nil
+}
 
-// Free closes the runtime and waits for its fini.
-func (r *Runtime) Free() { C.nbffi_runtime_free(r.rt) }
+// Close closes the runtime with a deadline timeout from now and waits for
+// the close to end: status 0 (closed) or EORPHANED, with its message.
+func (r *Runtime) Close(timeout time.Duration) (int, string, error) {
+	var t *C.nbffi_task_t
+	deadline := C.nbffi_now_ns() + C.int64_t(timeout)
+	if rc := C.nbffi_runtime_close(r.rt, deadline, &t); rc != 0 {
+		return 0, "", codeErr(rc, "")
+	}
+	return r.h.lifeTask(t)
+}
+
+// State is the runtime's nbffi_rt_state_t.
+func (r *Runtime) State() int { return int(C.nbffi_runtime_state(r.rt)) }
+
+// Free closes the runtime (without a deadline, unless closed before),
+// waits for its fini and frees the handle.  The close's life-cycle task
+// is reaped: only then may the host be freed.
+func (r *Runtime) Free() {
+	var t *C.nbffi_task_t
+	if C.nbffi_runtime_close(r.rt, 0, &t) == 0 {
+		r.h.lifeTask(t)
+	}
+	C.nbffi_runtime_free(r.rt)
+}
 
 // Stats are a runtime's counters, see nbffi_stats_t.
 type Stats struct {
@@ -268,4 +312,21 @@ func (h *Host) Do(r *Runtime, method string, payload []byte,
 	}
 	status, reply := t.Result()
 	return status, reply, nil
+}
+
+// MallocInUse is the number of bytes malloc has handed out and not got
+// back, in every arena (glibc's mallinfo2).
+func MallocInUse() uint64 {
+	m := C.mallinfo2()
+	return uint64(m.uordblks) + uint64(m.hblkhd)
+}
+
+// Setenv sets name in C's environ only, as nginx's "env NAME=value;" does
+// for its workers: Go's os.Getenv, which reads Go's own copy of the
+// environment, does not see it.
+func Setenv(name, value string) {
+	n, v := C.CString(name), C.CString(value)
+	defer C.free(unsafe.Pointer(n))
+	defer C.free(unsafe.Pointer(v))
+	C.setenv(n, v, 1)
 }

@@ -7,6 +7,7 @@
 
 #include <dlfcn.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -40,19 +41,20 @@ nbffi_runtime_abi(void)
 
 int
 nbffi_runtime_init(nbffi_queue_t *q, const void *cfg, size_t cfg_len,
-    char *err, size_t err_len)
+    void **data, char *err, size_t err_len)
 {
-    int  (*fn)(nbffi_queue_t *, const void *, size_t, char *, size_t);
+    int  (*fn)(nbffi_queue_t *, const void *, size_t, void **, char *,
+                size_t);
 
     *(void **) &fn = nbffi_fwd_entry("nbffi_runtime_init");
-    return fn(q, cfg, cfg_len, err, err_len);
+    return fn(q, cfg, cfg_len, data, err, err_len);
 }
 
-void
-nbffi_runtime_fini(nbffi_queue_t *q)
+int
+nbffi_runtime_fini(void *data, int64_t deadline_ns)
 {
-    void  (*fn)(nbffi_queue_t *);
+    int  (*fn)(void *, int64_t);
 
     *(void **) &fn = nbffi_fwd_entry("nbffi_runtime_fini");
-    fn(q);
+    return fn(data, deadline_ns);
 }
