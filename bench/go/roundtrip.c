@@ -30,7 +30,7 @@ int
 main(int argc, char **argv)
 {
     int              i, n, k;
-    char             err[512], *payload;
+    char            *payload;
     size_t           size, rlen;
     double           sum;
     int64_t          gap, t0, t1, *lat;
@@ -52,12 +52,24 @@ main(int argc, char **argv)
 
     if (nbffi_host_new(&host, NBFFI_HOST_NOTIFY_EVENTFD | NBFFI_HOST_LOG_QUEUE)
         != 0
-        || nbffi_runtime_load(host, argv[1], NULL, "", 0, 0, 0, 0, &rt, err,
-                              sizeof(err)) != 0)
+        || nbffi_runtime_load(host, argv[1], NULL, "", 0, 0, 0, 0, 0, &rt,
+                              &task) != 0)
     {
-        fprintf(stderr, "roundtrip: cannot load %s: %s\n", argv[1], err);
+        fprintf(stderr, "roundtrip: cannot load %s\n", argv[1]);
         return 1;
     }
+
+    /* the start ends with the load task's completion, the only task yet */
+    while (nbffi_host_reap(host, done, 4) == 0) {
+        (void) nbffi_host_wait(host, 0);
+    }
+    if (nbffi_task_status(task) != 0) {
+        reply = nbffi_task_reply(task, &rlen);
+        fprintf(stderr, "roundtrip: cannot load %s: %.*s\n", argv[1],
+                (int) rlen, (const char *) reply);
+        return 1;
+    }
+    nbffi_task_release(task);
 
     payload = malloc(size);
     lat = calloc(n, sizeof(int64_t));
