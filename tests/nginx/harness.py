@@ -91,7 +91,7 @@ master_process on;
 daemon off;
 pid {prefix}/logs/nginx.pid;
 error_log {prefix}/logs/error.log {log_level};
-worker_rlimit_nofile 16384;
+worker_rlimit_nofile {nofile};
 {modules}{env}{main}
 events {{
     worker_connections 8192;
@@ -131,11 +131,12 @@ class Nginx:
     lua_path     extra lua_package_path entries (before the repo's lua/)
     workers      worker_processes
     log_level    error_log level (debug by default)
+    nofile       worker_rlimit_nofile (16384 by default)
     """
 
     def __init__(self, prefix, *, main="", http="", server="", init="",
                  init_worker="", env=None, lua_path=(), workers=1,
-                 log_level="debug"):
+                 log_level="debug", nofile=16384):
         self.prefix = Path(prefix)
         self.workers = workers
         self.port = None
@@ -146,6 +147,7 @@ class Nginx:
         self.env.update(env or {})
         self._blocks = dict(main=main, http=http, server=server, init=init,
                             init_worker=init_worker, log_level=log_level,
+                            nofile=nofile,
                             lua_path=";".join([*map(str, lua_path),
                                                str(REPO / "lua/?.lua")]))
 
@@ -160,7 +162,8 @@ class Nginx:
         text = CONF.format(
             user="user root;\n" if os.geteuid() == 0 else "",
             workers=self.workers, prefix=self.prefix,
-            log_level=b["log_level"], modules=lua_module_lines() or "",
+            log_level=b["log_level"], nofile=b["nofile"],
+            modules=lua_module_lines() or "",
             env=env, main=b["main"], lua_path=b["lua_path"], init=init,
             init_worker=b["init_worker"], http=b["http"], port=self.port,
             server=b["server"])
