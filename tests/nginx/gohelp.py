@@ -1,4 +1,5 @@
-"""Go runtime libraries and the demo gRPC server for the test_go_* tests.
+"""Go runtime libraries, the demo gRPC server and `nginx -s` for the
+test_go_* tests.
 
 The go command builds them into <build>/go; its cache makes a rebuild of an
 unchanged package take about a second.
@@ -11,7 +12,7 @@ import subprocess
 
 import pytest
 
-from harness import REPO
+from harness import NGINX, REPO
 
 GO = os.environ.get("GO") or shutil.which("go") or "/usr/local/go/bin/go"
 EXAMPLE = REPO / "examples" / "go-grpc"
@@ -37,6 +38,13 @@ def grpc_lib(nbffi_build):
     return go_build("examples/go-grpc", "./lib",
                     nbffi_build / "go" / "libgogrpc.so", True,
                     nbffi_build / "core")
+
+
+@pytest.fixture(scope="session")
+def life_lib(nbffi_build):
+    """libgolife.so (tests/nginx/go): handlers that never return."""
+    return go_build("tests/nginx/go", ".", nbffi_build / "go" / "libgolife.so",
+                    True, nbffi_build / "core")
 
 
 @pytest.fixture(scope="session")
@@ -90,3 +98,11 @@ def grpc_nginx(nginx, grpc_lib):
                      server=f"include {EXAMPLE / 'locations.conf'};\n"
                      + server, **kw)
     return start
+
+
+def nginx_s(ngx, sig):
+    """Runs `nginx -s sig` against ngx, as an operator would."""
+    subprocess.run([NGINX, "-p", str(ngx.prefix), "-c",
+                    str(ngx.prefix / "conf" / "nginx.conf"), "-s", sig],
+                   check=True, capture_output=True, timeout=30,
+                   env={**ngx.env, "PATH": "/usr/sbin:/usr/bin:/bin"})

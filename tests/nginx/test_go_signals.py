@@ -1,9 +1,10 @@
 """A Go runtime in an nginx worker leaves nginx's signals alone.
 
 A c-shared Go library starts the Go runtime's threads when it is loaded;
-shims/go/signals.c makes them block the asynchronous signals, so that
-SIGHUP, SIGQUIT, SIGTERM, SIGUSR1, ... reach the worker's event loop
-thread, as nginx expects.  Go itself unblocks SIGCHLD on each of its
+libnbffi loads it on a thread of its own that blocks the asynchronous
+signals, and the Go runtime's threads inherit that mask, so that SIGHUP,
+SIGQUIT, SIGTERM, SIGUSR1, ... reach the worker's event loop thread, as
+nginx expects.  Go itself unblocks SIGCHLD on each of its
 threads, so nginx's SIGCHLD handler may run on one: it must have
 SA_ONSTACK (Go adds it at load) so that it runs on the signal stack.
 These tests load the Go gRPC example's runtime and check the masks, the
@@ -14,14 +15,14 @@ and SIGPIPE.
 import re
 import signal
 import socket
-import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
-from gohelp import greeter, greeter_bin, grpc_lib, grpc_nginx  # noqa: F401
-from harness import NGINX, Nginx
+from gohelp import (greeter, greeter_bin, grpc_lib, grpc_nginx,  # noqa: F401
+                    nginx_s)
+from harness import Nginx
 
 # Signals nginx handles or that must reach its event loop.
 NGINX_SIGNALS = [signal.SIGHUP, signal.SIGINT, signal.SIGQUIT,
@@ -142,14 +143,6 @@ def test_ngx_pipe_with_go_loaded(go_nginx):
         pytest.skip("ngx.pipe needs OpenResty's nginx patches: "
                     + r.text.strip())
     assert (r.status, r.text) == (200, "piped exit 7\n")
-
-
-def nginx_s(ngx, sig):
-    """Runs `nginx -s sig` against ngx, as an operator would."""
-    subprocess.run([NGINX, "-p", str(ngx.prefix), "-c",
-                    str(ngx.prefix / "conf" / "nginx.conf"), "-s", sig],
-                   check=True, capture_output=True, timeout=30,
-                   env={**ngx.env, "PATH": "/usr/sbin:/usr/bin:/bin"})
 
 
 def test_reload_and_reopen_with_go_loaded(go_nginx):
