@@ -27,7 +27,7 @@ import (
 
 // state is one runtime's.
 type state struct {
-	ctx   context.Context // done when the runtime is freed
+	ctx   context.Context // done when the runtime is closed
 	flaky atomic.Uint64
 
 	mu      sync.Mutex
@@ -76,7 +76,7 @@ func flaky(ctx context.Context, p []byte) ([]byte, error) {
 }
 
 // never ignores its caller giving up: it answers on "release", or when
-// the runtime is freed.
+// the runtime is closed.
 func never(ctx context.Context, _ []byte) ([]byte, error) {
 	st := get(ctx)
 	st.mu.Lock()
