@@ -116,10 +116,11 @@ func takeRuntime(ref unsafe.Pointer) *runtime {
 	return rt
 }
 
-// setProcs sets GOMAXPROCS from the environment that the host process has
-// now, which C's getenv sees: nginx's "env GOMAXPROCS=N;" sets it for its
-// workers in C's environ, after Go took its own copy of the environment
-// (at the exec of nginx, where the Go runtime reads it).  Unset: 1.
+// setProcs sets GOMAXPROCS from the process's environment as C's getenv
+// sees it now.  Go read its own copy when the library was loaded, from the
+// environment block the process was started with; nginx makes a new one
+// for its workers (its env directive) and points C's environ at it.
+// Unset: 1.
 func setProcs(q *C.nbffi_queue_t) {
 	// One P by default: an idle second P makes every handler goroutine
 	// wake a thread for nothing (several us and two context switches per
