@@ -31,6 +31,7 @@ var (
 	crowdFull chan struct{}
 	stuckCtx  = make(chan context.Context, 16)
 	unstick   chan struct{}
+	slowInit  chan struct{} // the init hook of cfg "slow" waits for it
 )
 
 // The reply of a "stuck" handler, large enough for malloc's count to
@@ -51,6 +52,8 @@ func init() {
 			return nil, errors.New("bad cfg")
 		case "panic":
 			panic("init exploded")
+		case "slow":
+			<-slowInit
 		}
 		nbffi.Logf(ctx, nbffi.LevelInfo, "started with %q", cfg)
 		return &state{cfg: string(cfg)}, nil
@@ -602,6 +605,23 @@ func TestInitFailure(t *testing.T) {
 		if !errors.As(err, &te) || te.Code != testhost.EINIT || !strings.Contains(te.Msg, want) {
 			t.Errorf("load %q: %v", cfg, err)
 		}
+	}
+}
+
+func TestInitPastTheStartDeadline(t *testing.T) {
+	e := newEnv(t, "")
+	slowInit = make(chan struct{})
+	_, err := e.h.LoadWithin(lib, []byte("slow"), 20*time.Millisecond)
+	var te *testhost.Error
+	if !errors.As(err, &te) || te.Code != testhost.EINIT ||
+		!strings.Contains(te.Msg, "init did not return within the start deadline") {
+		t.Errorf("load: %v", err)
+	}
+	// When init returns at last, libnbffi stops the runtime it started:
+	// fini runs, down to closing the state.
+	close(slowInit)
+	if cfg := within(t, closed, "close"); cfg != "slow" {
+		t.Errorf("closed %q, want slow", cfg)
 	}
 }
 

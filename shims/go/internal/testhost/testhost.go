@@ -136,6 +136,18 @@ type Runtime struct {
 
 // Load loads lib with cfg and waits for its start to end.
 func (h *Host) Load(lib string, cfg []byte) (*Runtime, error) {
+	return h.LoadWithin(lib, cfg, 0)
+}
+
+// LoadWithin is Load with a start deadline start from now (0: none).
+func (h *Host) LoadWithin(lib string, cfg []byte, start time.Duration) (
+	*Runtime, error) {
+
+	var deadline C.int64_t
+	if start > 0 {
+		deadline = C.nbffi_now_ns() + C.int64_t(start)
+	}
+
 	clib := C.CString(lib)
 	defer C.free(unsafe.Pointer(clib))
 
@@ -148,7 +160,7 @@ func (h *Host) Load(lib string, cfg []byte) (*Runtime, error) {
 	var rt *C.nbffi_runtime_t
 	var t *C.nbffi_task_t
 	rc := C.nbffi_runtime_load(h.h, clib, nil, pcfg, C.size_t(len(cfg)), 0, 0,
-		0, 0, &rt, &t)
+		deadline, 0, &rt, &t)
 	if rc != 0 {
 		return nil, codeErr(rc, "")
 	}
