@@ -56,17 +56,18 @@
 // # Closing
 //
 // When the host closes a runtime, calls already queued still run; then
-// every handler's ctx and the init hook's ctx are cancelled, and
-// nbffi_runtime_fini waits for the handlers until the close deadline (in
-// nginx: what is left of worker_shutdown_timeout, or the runtime's close
-// timeout), and then closes the runtime's state (if an io.Closer).  A
-// runtime whose handlers all returned gives everything back at once, its
-// file descriptors included.  Handlers that ignore ctx and still run at
-// the deadline are left behind: the runtime is orphaned (libnbffi logs it
-// with their number), their callers get "runtime closed", their payloads
-// stay readable, and their answers are refused and freed when they
-// return.  The nginx worker exits on time either way; a handler that never
-// returns keeps only its goroutine.
+// every handler's ctx and the init hook's ctx are cancelled, and once the
+// handlers have returned the runtime's state is closed (if an io.Closer)
+// and everything is given back, its file descriptors included.
+// nbffi_runtime_fini waits for that until the close deadline (in nginx:
+// what is left of worker_shutdown_timeout, or the runtime's close
+// timeout).  Handlers that ignore ctx and still run then are left behind:
+// the runtime is orphaned (libnbffi logs it with their number), their
+// callers get "runtime closed", their payloads stay readable, their
+// answers are refused and freed when they return, and the state is closed
+// after the last of them, if ever.  The nginx worker exits on time either
+// way, even while such handlers keep every P busy: fini is C code that
+// waits for the Go side without needing the Go scheduler.
 //
 // # Runtimes and state
 //

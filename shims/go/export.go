@@ -1,8 +1,8 @@
 package nbffi
 
-// The entry points that make a c-shared library an nbffi runtime library.
-// The preamble holds declarations only: cgo copies the preamble of a file
-// with //export into two C files.
+// The entry points that make a c-shared library an nbffi runtime library
+// (nbffi_runtime_fini is in fini.c).  The preamble holds declarations only:
+// cgo copies the preamble of a file with //export into two C files.
 
 /*
 #include "nbffi.h"
@@ -44,22 +44,6 @@ func nbffi_runtime_init(q *C.nbffi_queue_t, cfg unsafe.Pointer,
 	}
 	*data = ref
 	return 0
-}
-
-//export nbffi_runtime_fini
-func nbffi_runtime_fini(data unsafe.Pointer, deadline C.int64_t) (stayed C.int) {
-	var rt *runtime
-	defer func() {
-		if r := recover(); r != nil {
-			if rt != nil {
-				logText(rt.q, LevelErr, fmt.Sprintf("panic in fini: %v", r))
-			}
-			// what still runs is unknown: libnbffi must free nothing
-			stayed = 1
-		}
-	}()
-	rt = takeRuntime(data)
-	return C.int(rt.stop(int64(deadline)))
 }
 
 // setErr writes msg, truncated and NUL-terminated, to the loader's buffer.

@@ -23,10 +23,9 @@ type Handler func(ctx context.Context, payload []byte) ([]byte, error)
 // loop, so it may dial or load a model; the host's load timeout bounds it
 // (in Lua, opts.load_timeout).  Its result is the runtime's state (see
 // State); a state that is an io.Closer is closed when the runtime is
-// closed, after its handlers returned or were left behind at the close
-// deadline.  An error fails the load with the error's text.  ctx lives as
-// long as the runtime: background goroutines started here should stop when
-// it is done.
+// closed, once its handlers have returned.  An error fails the load with
+// the error's text.  ctx lives as long as the runtime: background
+// goroutines started here should stop when it is done.
 type InitFunc func(ctx context.Context, cfg []byte) (state any, err error)
 
 var (

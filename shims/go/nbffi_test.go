@@ -29,8 +29,8 @@ var (
 	crowd     atomic.Int64
 	crowdSize atomic.Int64
 	crowdFull chan struct{}
-	stuckCtx  = make(chan context.Context, 16)
 	unstick   chan struct{}
+	spinStop  atomic.Bool
 	slowInit  chan struct{} // the init hook of cfg "slow" waits for it
 )
 
@@ -148,12 +148,19 @@ func init() {
 		// Ignores every ctx; once unstuck, reads its payload (kept by
 		// libnbffi for a handler left behind) and replies from Alloc or
 		// from the Go heap, as the payload says.
-		stuckCtx <- ctx
+		started <- string(p)
 		<-unstick
 		if string(p) == "alloc" {
 			return nbffi.Alloc(ctx, stuckSize), nil
 		}
 		return make([]byte, stuckSize), nil
+	})
+	handle("spin", func(_ context.Context, p []byte) ([]byte, error) {
+		// Ignores every ctx, and keeps a P busy until told to stop.
+		started <- string(p)
+		for !spinStop.Load() {
+		}
+		return p, nil
 	})
 }
 
@@ -412,7 +419,6 @@ func TestCloseLeavesHandlersThatIgnoreCtx(t *testing.T) {
 	rt := e.load("stuck")
 	unstick = make(chan struct{})
 	tasks := make([]*testhost.Task, n)
-	var ctx context.Context
 	for i := range tasks {
 		p := []byte("alloc")
 		if i%2 == 1 {
@@ -423,7 +429,7 @@ func TestCloseLeavesHandlersThatIgnoreCtx(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer e.h.Release(tasks[i])
-		ctx = within(t, stuckCtx, "start")
+		within(t, started, "start")
 	}
 
 	// fini gives up at the deadline and reports the handlers that stayed:
@@ -436,7 +442,6 @@ func TestCloseLeavesHandlersThatIgnoreCtx(t *testing.T) {
 	if rt.State() != testhost.Orphaned {
 		t.Errorf("state %d after close", rt.State())
 	}
-	e.expectClosed(rt)
 	for i, task := range tasks {
 		if err := e.h.Wait(task, 10*time.Second); err != nil {
 			t.Fatal(err)
@@ -446,15 +451,41 @@ func TestCloseLeavesHandlersThatIgnoreCtx(t *testing.T) {
 		}
 	}
 
-	// Their late answers are refused, and the replies from Alloc freed.
+	// Their late answers are refused, and the replies from Alloc freed;
+	// the runtime's state is closed after the last of them.
 	before := testhost.MallocInUse()
 	close(unstick)
-	if !nbffi.HandlersGone(ctx, 10*time.Second) {
-		t.Fatal("the handlers did not answer")
-	}
+	e.expectClosed(rt)
 	if after := testhost.MallocInUse(); after > before+stuckSize {
 		t.Errorf("malloc'd bytes in use grew by %d MiB", (after-before)>>20)
 	}
+	rt.Free()
+}
+
+func TestCloseDeadlineWhileHandlersSpin(t *testing.T) {
+	// Goroutines take turns on the Ps for 10 ms each: with this many
+	// spinning, any Go code of fini would wait long past the 100 ms that
+	// libnbffi gives fini after its deadline.
+	const n = 16
+	e := newEnv(t, "")
+	rt := e.load("spin")
+	spinStop.Store(false)
+	for i := range n {
+		task, err := e.h.Call(rt, "spin", []byte(strconv.Itoa(i)), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.h.Release(task)
+		within(t, started, "start")
+	}
+
+	status, msg, err := rt.Close(50 * time.Millisecond)
+	if err != nil || status != testhost.EORPHANED ||
+		!strings.Contains(msg, fmt.Sprintf("fini reported %d thread(s)", n)) {
+		t.Errorf("close: %d %q %v", status, msg, err)
+	}
+	spinStop.Store(true)
+	e.expectClosed(rt)
 	rt.Free()
 }
 

@@ -3,6 +3,7 @@ package nbffi
 /*
 #include <stdlib.h>
 #include "nbffi.h"
+#include "runtime.h"
 
 typedef struct {
     const char  *method;
@@ -32,7 +33,6 @@ import (
 	"io"
 	"os"
 	goruntime "runtime"
-	"runtime/cgo"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -55,13 +55,13 @@ const (
 // cfg) share one set of handlers and differ by their state.
 type runtime struct {
 	q     *C.nbffi_queue_t
+	c     *C.nbffi_go_rt_t // the runtime's C half, see runtime.h
 	state any
 	ctx   runtimeCtx // done when the runtime is closed
 
-	efd    *os.File      // the queue's eventfd, our own copy
-	polled chan struct{} // closed when the poller returns
-	calls  flight
-	watch  watcher
+	efd   *os.File // the queue's eventfd, our own copy
+	calls flight
+	watch watcher
 }
 
 // procsOnce sets GOMAXPROCS at the first init, see the package doc.
@@ -82,7 +82,7 @@ func startRuntime(q *C.nbffi_queue_t, cfg []byte) (unsafe.Pointer, error) {
 		return nil, err
 	}
 
-	rt := &runtime{q: q, efd: efd, polled: make(chan struct{})}
+	rt := &runtime{q: q, efd: efd}
 	rt.ctx.rt = rt
 
 	if hook != nil {
@@ -95,25 +95,19 @@ func startRuntime(q *C.nbffi_queue_t, cfg []byte) (unsafe.Pointer, error) {
 		rt.state = state
 	}
 
+	// C keeps no pointer to rt: fini only waits for the poller's report
+	rt.c = C.nbffi_go_rt_new()
+	if rt.c == nil {
+		closeState(rt)
+		rt.ctx.cancel(context.Canceled)
+		efd.Close()
+		return nil, errors.New("out of memory")
+	}
+	rt.calls.n = (*int64)(unsafe.Pointer(&rt.c.running))
+
 	rt.watch.start()
 	go rt.poll()
-	return runtimeRef(rt), nil
-}
-
-// runtimeRef is C memory holding a handle of rt: C may keep no Go pointer.
-func runtimeRef(rt *runtime) unsafe.Pointer {
-	p := C.malloc(C.size_t(unsafe.Sizeof(C.uintptr_t(0))))
-	*(*C.uintptr_t)(p) = C.uintptr_t(cgo.NewHandle(rt))
-	return p
-}
-
-// takeRuntime frees what runtimeRef made and returns its runtime.
-func takeRuntime(ref unsafe.Pointer) *runtime {
-	h := cgo.Handle(*(*C.uintptr_t)(ref))
-	C.free(ref)
-	rt := h.Value().(*runtime)
-	h.Delete()
-	return rt
+	return unsafe.Pointer(rt.c), nil
 }
 
 // setProcs sets GOMAXPROCS from the process's environment as C's getenv
@@ -151,41 +145,31 @@ func callInit(hook InitFunc, ctx context.Context, cfg []byte) (state any,
 	return hook(ctx, cfg)
 }
 
-// stop runs in nbffi_runtime_fini, after the host closed the queue, and
-// returns how many goroutines may still touch the queue or a task.  The
-// poller drains the queue (those tasks still run), then every handler's
-// ctx is cancelled to make it hurry.  Goroutines still running at the
-// deadline (nbffi_now_ns clock, 0: none) are left behind and counted:
-// libnbffi then orphans the runtime and refuses their late answers.
-func (rt *runtime) stop(deadline int64) int {
-	expired, stopTimer := expiry(deadline)
-	defer stopTimer()
+// stop runs when the poller is done: the host closed the queue and the
+// tasks that were queued have started.  It makes every handler hurry
+// (cancels its ctx), waits for the handlers to return, closes the state
+// and reports to nbffi_runtime_fini (fini.c), which waits for the report
+// until its deadline and otherwise counts the handlers still running: it
+// tells libnbffi, which orphans the runtime and refuses their late
+// answers.  The state of such a runtime is closed when its last handler
+// returns, if ever.
+func (rt *runtime) stop() {
+	stayed := 1 // unless it gets to the end: libnbffi must then free nothing
+	defer func() {
+		if r := recover(); r != nil {
+			logText(rt.q, LevelErr, fmt.Sprintf("panic in stop: %v", r))
+		}
+		C.nbffi_go_rt_stopped(rt.c, C.int(stayed))
+	}()
 
-	stayed := 0
-	select {
-	case <-rt.polled:
-	case <-expired:
-		stayed++
-	}
 	rt.efd.Close()
 	rt.ctx.cancel(context.Canceled)
 	rt.watch.cancelAll()
-	stayed += rt.calls.wait(expired)
+	// every ctx is cancelled: nothing is left to watch for
 	rt.watch.stop()
+	rt.calls.wait()
 	closeState(rt)
-	return stayed
-}
-
-// expiry returns a channel closed at deadline (never, for 0) and a
-// function that releases its timer.
-func expiry(deadline int64) (<-chan struct{}, func()) {
-	if deadline == 0 {
-		return nil, func() {}
-	}
-	c := make(chan struct{})
-	left := time.Duration(deadline - int64(C.nbffi_now_ns()))
-	t := time.AfterFunc(left, func() { close(c) })
-	return c, func() { t.Stop() }
+	stayed = 0
 }
 
 func closeState(rt *runtime) {
@@ -203,18 +187,18 @@ func closeState(rt *runtime) {
 	}
 }
 
-// flight counts the running handlers, so that fini can wait for them
-// until a deadline, which a sync.WaitGroup cannot.
+// flight counts the running handlers, in C memory, so that fini can tell
+// how many still run at its deadline without running Go code.
 type flight struct {
-	n       atomic.Int64
+	n       *int64 // in the runtime's C half, for fini to read
 	waiting atomic.Bool
 	idle    chan struct{} // signalled when n drops to 0 while waiting
 }
 
-func (f *flight) add() { f.n.Add(1) }
+func (f *flight) add() { atomic.AddInt64(f.n, 1) }
 
 func (f *flight) done() {
-	if f.n.Add(-1) == 0 && f.waiting.Load() {
+	if atomic.AddInt64(f.n, -1) == 0 && f.waiting.Load() {
 		select {
 		case f.idle <- struct{}{}:
 		default:
@@ -222,20 +206,12 @@ func (f *flight) done() {
 	}
 }
 
-// wait returns 0 once no handler runs, or how many still run when
-// expired is closed.  Call it once.
-func (f *flight) wait(expired <-chan struct{}) int {
+// wait returns once no handler runs.  Call it once.
+func (f *flight) wait() {
 	f.idle = make(chan struct{}, 1)
 	f.waiting.Store(true)
-	for {
-		if f.n.Load() == 0 {
-			return 0
-		}
-		select {
-		case <-f.idle:
-		case <-expired:
-			return int(f.n.Load())
-		}
+	for atomic.LoadInt64(f.n) != 0 {
+		<-f.idle
 	}
 }
 
@@ -248,7 +224,7 @@ func (f *flight) wait(expired <-chan struct{}) int {
 // little (yielding to the handlers), and then parks in Go's netpoller on
 // the queue's eventfd, like any goroutine waiting for I/O.
 func (rt *runtime) poll() {
-	defer close(rt.polled)
+	defer rt.stop()
 
 	var batch [batchSize]*C.nbffi_task_t
 	var drain [8]byte
@@ -267,11 +243,8 @@ func (rt *runtime) poll() {
 			// the queue is closed; the read drains it.
 			parked := time.Now()
 			if _, err := rt.efd.Read(drain[:]); err != nil {
-				// closed under a poller that outlived fini's deadline
-				if !errors.Is(err, os.ErrClosed) {
-					logText(rt.q, LevelErr, "reading the queue's fd: "+
-						err.Error())
-				}
+				logText(rt.q, LevelErr, "reading the queue's fd: "+
+					err.Error())
 				return
 			}
 			s.woke(time.Since(parked))

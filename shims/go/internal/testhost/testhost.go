@@ -10,6 +10,9 @@ package testhost
 #cgo CFLAGS: -I${SRCDIR}/../../../../core/include
 #cgo LDFLAGS: -L${SRCDIR}/../../../../build/core -lnbffi
 #cgo LDFLAGS: -Wl,-rpath,${SRCDIR}/../../../../build/core
+// the shim's C entry point (fini.c) in the dynamic symbol table of the
+// test binary, where testdata/fwd.c finds it
+#cgo LDFLAGS: -rdynamic
 
 #include <malloc.h>
 #include <poll.h>
