@@ -68,7 +68,7 @@ type runtime struct {
 var procsOnce sync.Once
 
 // startRuntime runs in nbffi_runtime_init and returns the pointer that
-// libnbffi hands to nbffi_runtime_fini (see takeRuntime).
+// libnbffi hands to nbffi_runtime_fini: the runtime's C half (runtime.h).
 func startRuntime(q *C.nbffi_queue_t, cfg []byte) (unsafe.Pointer, error) {
 	regMu.Lock()
 	frozen.Store(true)
