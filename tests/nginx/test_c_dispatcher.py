@@ -13,17 +13,18 @@ from harness import Nginx
 CALLS = """
 location = /batch {
     content_by_lua_block {
-        -- calls from light threads at once: their completions are reaped
-        -- in one batch with the one that fails to deliver
+        -- calls from light threads at once, none spinning: the dispatcher
+        -- reaps their completions in batches with the one that fails
         local rt = require("echo_rt").rt("threads=4")
         local bad = ngx.var.arg_bad
+        local opts = { timeout = 10, spin = 0 }
         local threads = {}
         for i = 1, 20 do
             threads[i] = ngx.thread.spawn(function()
                 if i == 10 then
-                    return rt:call(bad, ngx.var.arg_p or "", 10)
+                    return rt:call(bad, ngx.var.arg_p or "", opts)
                 end
-                return rt:call("echo", "ok" .. i, 10)
+                return rt:call("echo", "ok" .. i, opts)
             end)
         end
         local out = {}
