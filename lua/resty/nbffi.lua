@@ -692,6 +692,9 @@ function runtime.state(self)
     end
     local state = self._freed and self._state
                   or STATES[C.nbffi_runtime_state(self._ptr)]
+    if state == "ready" and self._closed then
+        state = "closing"       -- until libnbffi's thread takes it up
+    end
     if state == "failed" or state == "orphaned" then
         return state, self._err
     end
