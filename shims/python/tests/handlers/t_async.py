@@ -7,6 +7,8 @@ class Gate:
     def __init__(self):
         self.opened = asyncio.Event()
         self.waiting = 0
+        self.cancellations = []
+        self.cancelled = asyncio.Event()
 
     async def wait(self, payload):
         self.waiting += 1
@@ -27,3 +29,17 @@ class Gate:
     async def boom(self, payload):
         await asyncio.sleep(0)
         raise KeyError(payload.decode())
+
+    async def forever(self, payload):
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError as exc:
+            self.cancellations.append(exc.args[0] if exc.args else "")
+            self.cancelled.set()
+            raise
+
+    async def wait_cancelled(self, payload):
+        """Returns the reasons of the cancellations of forever, once there
+        is one."""
+        await self.cancelled.wait()
+        return "; ".join(self.cancellations)
