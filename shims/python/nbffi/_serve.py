@@ -214,8 +214,9 @@ class _AsyncLoop:
         self.server = server
         self.queue = server.queue
         self.loop = asyncio.new_event_loop()
-        # each handler's asyncio task -> the calls it answers
-        self.pending: Dict[asyncio.Task, List[Any]] = {}
+        # each handler's asyncio task -> (the calls it answers, the
+        # handler's coroutine)
+        self.pending: Dict[asyncio.Task, Tuple[List[Any], Any]] = {}
         self.given_up: Set[asyncio.Task] = set()    # cancelled for that
         self.watch: Optional[asyncio.TimerHandle] = None
         self.batchers = {name: _Batcher(self, e)
@@ -282,12 +283,11 @@ class _AsyncLoop:
 
     def spawn(self, coro: Any, tasks: List[Any],
               answer_with: Callable[[Any], None]) -> None:
-        """Runs a handler's coroutine; answer_with(its result) answers the
-        calls, or they fail with its exception or cancellation (even one
-        that came before it started)."""
-        atask = self.loop.create_task(coro)
-        self.pending[atask] = tasks
-        atask.add_done_callback(partial(self.done, answer_with))
+        """Runs a handler's coroutine as an asyncio task that answers the
+        calls: answer_with(its result), else its exception."""
+        atask = self.loop.create_task(self.finish(coro, tasks, answer_with))
+        self.pending[atask] = (tasks, coro)
+        atask.add_done_callback(self.done)
         if self.watch is None:
             self.watch = self.loop.call_later(GAVE_UP_POLL,
                                               self.cancel_given_up)
@@ -295,7 +295,7 @@ class _AsyncLoop:
     def cancel_given_up(self) -> None:
         """Cancels the handlers whose every caller gave up."""
         self.watch = None
-        for atask, tasks in self.pending.items():
+        for atask, (tasks, _) in self.pending.items():
             if atask not in self.given_up and all(t.cancelled for t in tasks):
                 self.given_up.add(atask)
                 atask.cancel(GAVE_UP)
@@ -310,17 +310,26 @@ class _AsyncLoop:
             else:
                 fail(task, exc)
 
-    def done(self, answer_with: Callable[[Any], None],
-             atask: asyncio.Task) -> None:
-        tasks = self.pending.pop(atask)
+    async def finish(self, coro: Any, tasks: List[Any],
+                     answer_with: Callable[[Any], None]) -> None:
+        try:
+            result = await coro
+        except BaseException as exc:
+            self.fail(tasks, exc)
+        else:
+            answer_with(result)
+
+    def done(self, atask: asyncio.Task) -> None:
+        tasks, coro = self.pending.pop(atask)
         self.given_up.discard(atask)
         try:
-            try:
-                result = atask.result()
-            except BaseException as exc:
-                self.fail(tasks, exc)
-            else:
-                answer_with(result)
+            if atask.cancelled():
+                # cancelled before finish() started: nothing answered
+                coro.close()
+                try:
+                    atask.result()
+                except asyncio.CancelledError as exc:
+                    self.fail(tasks, exc)
         finally:
             if self.closing:
                 self.maybe_stop()

@@ -100,7 +100,8 @@ static nbffi_py_state_t nbffi_py_wait_state(nbffi_py_rt_t *rt,
 static void nbffi_py_refuse_rest(nbffi_queue_t *q, const char *text);
 
 
-/* Lock order: nbffi_py_lock, then the GIL, then a runtime's lock. */
+/* Lock order: the GIL, then a runtime's lock; nbffi_py_lock is taken
+ * with neither held. */
 static pthread_mutex_t  nbffi_py_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t   nbffi_py_started = PTHREAD_COND_INITIALIZER;
 static pid_t            nbffi_py_pid;          /* 0: not started here */

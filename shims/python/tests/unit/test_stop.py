@@ -2,12 +2,16 @@
 callers that gave up, through nbffi.testing (Runtime.close(timeout) runs
 what the loader's fini runs)."""
 
+import asyncio
+import json
+import warnings
+
 import pytest
 
-from nbffi import STATUS_ERROR
+from nbffi import STATUS_ERROR, _embed
 from nbffi._log import LOG_WARN
 from nbffi._serve import STOP_MARGIN_NS, stop_times
-from nbffi.testing import Runtime
+from nbffi.testing import Queue, Runtime, Task
 
 S = 1_000_000_000
 
@@ -130,3 +134,23 @@ def test_a_caller_that_gives_up_cancels_its_async_handler(module):
         assert rt.close(timeout=2) == 0
     assert kept.result(0)[0] == STATUS_ERROR
 
+
+
+def test_a_call_cancelled_before_its_handler_started_is_answered(module):
+    # The loop's own steps, driven here: a cancel can reach a handler's
+    # task before its first step (a stop racing a dispatch)
+    name, where = module(STUCK)
+    server, error = _embed.start(Queue(), json.dumps(
+        {"handler": name, "path": [where]}).encode())
+    assert error == ""
+    aloop, task = server.loop, Task("forever", b"")
+    aloop.dispatch(task)
+    aloop.cancel_all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # "never awaited": not closed
+        aloop.loop.run_until_complete(asyncio.sleep(0))
+    assert task._reply.result(0) == \
+        (STATUS_ERROR, b"python: cancelled: the runtime was closed and the "
+                       b"handler still ran")
+    assert aloop.pending == {}
+    aloop.loop.close()
