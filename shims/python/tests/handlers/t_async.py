@@ -1,6 +1,9 @@
 """Async handler class for the loader tests."""
 
 import asyncio
+import logging
+
+log = logging.getLogger("t_async")
 
 
 class Gate:
@@ -31,6 +34,7 @@ class Gate:
         raise KeyError(payload.decode())
 
     async def forever(self, payload):
+        log.info("forever: started")
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError as exc:
