@@ -354,11 +354,11 @@ class _AsyncLoop:
     def cancel_all(self) -> None:
         for batcher in self.batchers.values():
             batcher.refuse_waiting()
-        if self.pending:
+        running = [t for t in self.pending if not t.done()]
+        if running:
             log.warning("%s: cancelling %d handler(s) still running at "
-                        "close", self.server.config.handler,
-                        len(self.pending))
-        for atask in self.pending:
+                        "close", self.server.config.handler, len(running))
+        for atask in running:
             atask.cancel(CLOSED)
 
     def maybe_stop(self) -> None:
