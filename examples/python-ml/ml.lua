@@ -48,7 +48,9 @@ local function runtime()
 end
 
 
--- init_worker: load now, so that the first request finds the model ready.
+-- init_worker: start the runtime now; the model trains on its thread while
+-- the worker serves, and a request that comes first waits for it (a
+-- failed start is logged by nbffi, and every call returns its message).
 function _M.init()
     assert(nbffi.init())
     local rt, err = runtime()

@@ -9,8 +9,9 @@ thread; a method ``X_batch(list[bytes]) -> list[bytes]`` serves calls to
 format and the rules.
 """
 
-from ._errors import STATUS_ERROR, STATUS_NO_METHOD, Error
+from ._errors import STATUS_ERROR, STATUS_NO_METHOD, Error, Interrupted
 from ._handler import batch
 
-__all__ = ["Error", "STATUS_ERROR", "STATUS_NO_METHOD", "batch"]
+__all__ = ["Error", "Interrupted", "STATUS_ERROR", "STATUS_NO_METHOD",
+           "batch"]
 __version__ = "0.1.0"

@@ -9,8 +9,9 @@ Either a handler spec alone (``"module:attr"``) or a JSON object::
       "options": <any JSON>,             passed to a handler class
       "batch": {"X": {"max_size": 64, "max_wait_ms": 2} | false},
       "log_level": "INFO",               root logger level
-      "close_timeout": 30                seconds before pending async
-    }                                    handlers are cancelled at close
+      "close_timeout": 30                seconds handlers get after close
+    }                                    (less if the host's deadline is
+                                         nearer), see _serve.stop_times
 """
 
 from __future__ import annotations

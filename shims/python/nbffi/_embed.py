@@ -1,5 +1,6 @@
-"""The entry point of the C loader (libnbffi_python.so), also used by
-nbffi.testing: ``start`` on the runtime thread, then ``serve``."""
+"""The entry points of the C loader (libnbffi_python.so), also used by
+nbffi.testing: ``start`` on the runtime thread, then ``serve``; ``stop``
+from fini, on another thread, once the queue is closed."""
 
 from __future__ import annotations
 
@@ -39,3 +40,10 @@ def serve(server: Server) -> None:
         server.serve()
     finally:
         _log.unbind(server.queue)
+
+
+def stop(server: Server, deadline_ns: int) -> None:
+    """Makes serving hurry as deadline_ns (time.monotonic_ns clock, 0: none)
+    nears; returns once it ended or the runtime thread was interrupted."""
+    with _log.routed(server.queue):
+        server.stop(deadline_ns)

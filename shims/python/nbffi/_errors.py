@@ -36,6 +36,26 @@ class Error(Exception):
         return str(self.args[0])
 
 
+class Interrupted(BaseException):
+    """Raised in a handler still running when its runtime is stopped.
+
+    When the runtime is closed, the calls already queued are still served;
+    as the host's close deadline nears, ``async`` handlers are cancelled
+    (``asyncio.CancelledError``), then this is raised in the runtime's
+    thread, wherever its Python code is, to end a handler that never
+    returns.  A handler blocked in C code (``time.sleep``, a C extension)
+    sees it only when that returns: by then the runtime was left to it.
+    A BaseException, so that ``except Exception`` does not swallow it.
+    """
+
+    def __init__(self, message: str = "the runtime was closed and the "
+                                      "handler still ran"):
+        super().__init__(message)
+
+
+Interrupted.__module__ = "nbffi"        # as replies and tracebacks name it
+
+
 def describe(exc: BaseException) -> Tuple[int, str]:
     """Returns the (status, text) an exception is answered with."""
     if isinstance(exc, Error):

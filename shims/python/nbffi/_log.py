@@ -8,9 +8,10 @@ to the runtime bound most recently.  Installed while a runtime is bound.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from typing import Any, List
+from typing import Any, Iterator, List
 
 # nbffi_log_level_t
 LOG_ERR, LOG_WARN, LOG_NOTICE, LOG_INFO, LOG_DEBUG = 3, 4, 5, 6, 7
@@ -61,6 +62,16 @@ def bind(queue: Any, level: int) -> None:
             root.setLevel(min(root.level, level))
         _handler.bound.append(queue)
     _handler.local.queue = queue
+
+
+@contextlib.contextmanager
+def routed(queue: Any) -> Iterator[None]:
+    """Sends this thread's records to queue meanwhile (fini's thread)."""
+    _handler.local.queue = queue
+    try:
+        yield
+    finally:
+        _handler.local.queue = None
 
 
 def unbind(queue: Any) -> None:

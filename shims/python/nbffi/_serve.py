@@ -3,29 +3,50 @@
 The queue is the loader's ``_nbffi.Queue`` (or ``nbffi.testing``'s):
 ``pop(max, timeout)`` returns a list of tasks, ``[]`` on timeout and
 ``None`` once the queue is closed and empty; ``fd()`` and ``drain()``
-give an eventfd for event loops; ``log(level, text)``.  A task has
-``method`` (str), ``payload`` (bytes) and ``respond(data, status=0)``,
-which must be called exactly once.
+give an eventfd for event loops; ``log(level, text)``; ``interrupt(exc)``
+raises exc in the thread serving the queue, while it does.  A task has
+``method`` (str), ``payload`` (bytes), ``cancelled`` (the caller gave up)
+and ``respond(data, status=0)``, which must be called exactly once.
 
 Two modes.  Handlers that are all plain functions are served by a loop
 that blocks in ``pop`` with the GIL released (the core spins briefly before
 sleeping, so back-to-back calls skip the thread wake-up).  A handler with
 an ``async def`` method or a batched method is served by an asyncio loop
 that watches the queue's eventfd, so awaits overlap and batches fill while
-other work runs.
+other work runs; an async call whose caller gave up is cancelled.
+
+Stopping.  Once the host closed the queue, the calls queued are still
+served.  ``Server.stop`` (the loader's fini, on another thread) waits for
+serving to end and makes it hurry as the host's deadline nears: see
+``stop_times``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Dict, List, Optional, Set
+import threading
+import time
+from functools import partial
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ._config import Config
-from ._errors import STATUS_ERROR, STATUS_NO_METHOD, describe
+from ._errors import STATUS_ERROR, STATUS_NO_METHOD, Interrupted, describe
 from ._handler import BatchMethod, Entry, close_hook
 
 POP_MAX = 256
+
+GAVE_UP_POLL = 0.05
+"""Seconds between two looks for async calls whose caller gave up: the
+core marks such a task cancelled but tells no one."""
+
+STOP_MARGIN_NS = 1_000_000_000
+"""The most time before the host's close deadline that stop() keeps for
+cancelling and interrupting."""
+
+GAVE_UP = "cancelled: the caller gave up"
+CLOSED = "cancelled: the runtime was closed and the handler still ran"
+REFUSED = b"python: the runtime was closed before this call started"
 
 log = logging.getLogger("nbffi")
 
@@ -64,6 +85,36 @@ def _error(exc: BaseException) -> tuple:
     return text.encode("utf-8", "backslashreplace"), status
 
 
+def stop_times(now_ns: int, deadline_ns: int, close_timeout: float) \
+        -> Tuple[int, int]:
+    """When stop() cancels and when it interrupts (time.monotonic_ns).
+
+    At the cancel time, async handlers still running are cancelled and
+    calls not yet started are refused; at the interrupt time, a runtime
+    thread still running Python code gets ``Interrupted`` raised in it.
+    Handlers get close_timeout after the close, but the cancel comes at
+    the latest a margin before the host's deadline (half the time left, at
+    most STOP_MARGIN_NS), and the interrupt half-way from the cancel to
+    the deadline.  Without a deadline (0), the interrupt comes half the
+    margin after the cancel.
+    """
+    cancel = now_ns + int(close_timeout * 1e9)
+    if deadline_ns == 0:
+        return cancel, cancel + STOP_MARGIN_NS // 2
+    margin = min(STOP_MARGIN_NS, max(0, deadline_ns - now_ns) // 2)
+    cancel = min(cancel, deadline_ns - margin)
+    return cancel, cancel + (deadline_ns - cancel) // 2
+
+
+def _refuse(task: Any) -> None:
+    task.respond(REFUSED, STATUS_ERROR)
+
+
+def _cancelled_text(exc: BaseException) -> bytes:
+    reason = exc.args[0] if exc.args else "cancelled"
+    return f"python: {reason}".encode()
+
+
 def _no_method(task: Any, names: List[str]) -> None:
     text = f"no method {task.method!r}; methods: {', '.join(names)}"
     task.respond(text.encode("utf-8", "backslashreplace"), STATUS_NO_METHOD)
@@ -77,25 +128,62 @@ class Server:
         self.target = target
         self.table = table
         self.names = sorted(table)
-        self.asynchronous = any(isinstance(e, BatchMethod) or e.is_async
-                                for e in table.values())
+        asynchronous = any(isinstance(e, BatchMethod) or e.is_async
+                           for e in table.values())
+        # made here, on the thread that serves: stop() may come any time
+        self.loop = _AsyncLoop(self) if asynchronous else None
+        self.stopping = False           # calls not yet started are refused
+        self.finished = threading.Event()
 
     def serve(self) -> None:
-        mode = "asyncio" if self.asynchronous else "blocking"
+        mode = "asyncio" if self.loop is not None else "blocking"
         log.info("serving %s (%s): %s", self.config.handler, mode,
                  ", ".join(self.names))
         try:
-            if self.asynchronous:
-                _AsyncLoop(self).run()
-            else:
-                self._serve_blocking()
+            try:
+                if self.loop is not None:
+                    self.loop.run()
+                else:
+                    self._serve_blocking()
+            finally:
+                self._close_hook()
+        except Interrupted:
+            log.warning("%s: interrupted while stopping", self.config.handler)
         finally:
-            hook = close_hook(self.target)
-            if hook is not None:
-                try:
-                    hook()
-                except Exception:
-                    log.exception("%s: close() raised", self.config.handler)
+            self.finished.set()
+
+    def stop(self, deadline_ns: int) -> None:
+        """Called on another thread once the queue is closed; returns when
+        serving has ended or the interrupt is sent (see stop_times)."""
+        cancel_at, interrupt_at = stop_times(time.monotonic_ns(),
+                                             deadline_ns,
+                                             self.config.close_timeout)
+        if self._wait(cancel_at):
+            return
+        self.stopping = True
+        if self.loop is not None:
+            self.loop.threadsafe(self.loop.cancel_all)
+        if self._wait(interrupt_at):
+            return
+        if self.queue.interrupt(Interrupted):
+            log.warning("%s: interrupting the runtime thread, still busy "
+                        "after the cancel", self.config.handler)
+            if self.loop is not None:
+                # an idle loop must wake up to raise it
+                self.loop.threadsafe(lambda: None)
+
+    def _wait(self, until_ns: int) -> bool:
+        """Waits for serving to end until until_ns; whether it did."""
+        return self.finished.wait(
+            max(0, until_ns - time.monotonic_ns()) / 1e9)
+
+    def _close_hook(self) -> None:
+        hook = close_hook(self.target)
+        if hook is not None:
+            try:
+                hook()
+            except Exception:
+                log.exception("%s: close() raised", self.config.handler)
 
     def _serve_blocking(self) -> None:
         pop, table = self.queue.pop, self.table
@@ -104,6 +192,9 @@ class Server:
             if tasks is None:
                 return
             for task in tasks:
+                if self.stopping:
+                    _refuse(task)
+                    continue
                 entry = table.get(task.method)
                 if entry is None:
                     _no_method(task, self.names)
@@ -123,14 +214,15 @@ class _AsyncLoop:
         self.server = server
         self.queue = server.queue
         self.loop = asyncio.new_event_loop()
-        self.pending: Set[asyncio.Task] = set()
+        # each handler's asyncio task -> (the calls it answers, the
+        # handler's coroutine)
+        self.pending: Dict[asyncio.Task, Tuple[List[Any], Any]] = {}
+        self.given_up: Set[asyncio.Task] = set()    # cancelled for that
+        self.watch: Optional[asyncio.TimerHandle] = None
         self.batchers = {name: _Batcher(self, e)
                          for name, e in server.table.items()
                          if isinstance(e, BatchMethod)}
         self.closing = False
-        self.cancelled = (f"python: the runtime was closed and the handler "
-                          f"still ran {server.config.close_timeout:g}s "
-                          f"later (close_timeout): cancelled").encode()
 
     def run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -168,7 +260,9 @@ class _AsyncLoop:
 
     def dispatch(self, task: Any) -> None:
         entry = self.server.table.get(task.method)
-        if entry is None:
+        if self.server.stopping:
+            _refuse(task)
+        elif entry is None:
             _no_method(task, self.server.names)
         elif isinstance(entry, BatchMethod):
             self.batchers[task.method].add(task)
@@ -178,7 +272,7 @@ class _AsyncLoop:
             except BaseException as exc:
                 fail(task, exc)
                 return
-            self.spawn(self.finish(task, coro))
+            self.spawn(coro, [task], partial(answer, task))
         else:
             try:
                 result = entry.fn(task.payload)
@@ -187,49 +281,85 @@ class _AsyncLoop:
                 return
             answer(task, result)
 
-    def spawn(self, coro: Any) -> None:
-        atask = self.loop.create_task(coro)
-        self.pending.add(atask)
+    def spawn(self, coro: Any, tasks: List[Any],
+              answer_with: Callable[[Any], None]) -> None:
+        """Runs a handler's coroutine as an asyncio task that answers the
+        calls: answer_with(its result), else its exception."""
+        atask = self.loop.create_task(self.finish(coro, tasks, answer_with))
+        self.pending[atask] = (tasks, coro)
         atask.add_done_callback(self.done)
+        if self.watch is None:
+            self.watch = self.loop.call_later(GAVE_UP_POLL,
+                                              self.cancel_given_up)
 
-    async def finish(self, task: Any, coro: Any) -> None:
-        try:
-            result = await coro
-        except BaseException as exc:
-            self.fail([task], exc)
-            return
-        answer(task, result)
+    def cancel_given_up(self) -> None:
+        """Cancels the handlers whose every caller gave up."""
+        self.watch = None
+        for atask, (tasks, _) in self.pending.items():
+            if atask not in self.given_up and all(t.cancelled for t in tasks):
+                self.given_up.add(atask)
+                atask.cancel(GAVE_UP)
+        if self.pending:
+            self.watch = self.loop.call_later(GAVE_UP_POLL,
+                                              self.cancel_given_up)
 
     def fail(self, tasks: List[Any], exc: BaseException) -> None:
         for task in tasks:
-            # only cancel() cancels handlers
             if isinstance(exc, asyncio.CancelledError):
-                task.respond(self.cancelled, STATUS_ERROR)
+                task.respond(_cancelled_text(exc), STATUS_ERROR)
             else:
                 fail(task, exc)
 
+    async def finish(self, coro: Any, tasks: List[Any],
+                     answer_with: Callable[[Any], None]) -> None:
+        try:
+            result = await coro
+        except BaseException as exc:
+            self.fail(tasks, exc)
+        else:
+            answer_with(result)
+
     def done(self, atask: asyncio.Task) -> None:
-        self.pending.discard(atask)
-        if self.closing:
-            self.maybe_stop()
+        tasks, coro = self.pending.pop(atask)
+        self.given_up.discard(atask)
+        try:
+            if atask.cancelled():
+                # cancelled before finish() started: nothing answered
+                coro.close()
+                try:
+                    atask.result()
+                except asyncio.CancelledError as exc:
+                    self.fail(tasks, exc)
+        finally:
+            if self.closing:
+                self.maybe_stop()
 
     def begin_close(self) -> None:
-        """The queue is closed and empty: finish what is pending, then stop.
-        Handlers still running after close_timeout are cancelled."""
+        """The queue is closed and empty: finish what is pending, then stop
+        (stop() cancels what is left when the deadline nears)."""
         self.closing = True
         self.loop.remove_reader(self.queue.fd())
         for batcher in self.batchers.values():
             batcher.flush()
-        self.loop.call_later(self.server.config.close_timeout, self.cancel)
         self.maybe_stop()
 
-    def cancel(self) -> None:
-        if self.pending:
-            log.warning("%s: cancelling %d handler(s) still running %gs "
-                        "after close", self.server.config.handler,
-                        len(self.pending), self.server.config.close_timeout)
-        for atask in list(self.pending):
-            atask.cancel()
+    def threadsafe(self, fn: Callable[[], Any]) -> None:
+        """Runs fn on the loop, from another thread, unless serving ended
+        (the loop is closed)."""
+        try:
+            self.loop.call_soon_threadsafe(fn)
+        except RuntimeError:
+            pass
+
+    def cancel_all(self) -> None:
+        for batcher in self.batchers.values():
+            batcher.refuse_waiting()
+        running = [t for t in self.pending if not t.done()]
+        if running:
+            log.warning("%s: cancelling %d handler(s) still running at "
+                        "close", self.server.config.handler, len(running))
+        for atask in running:
+            atask.cancel(CLOSED)
 
     def maybe_stop(self) -> None:
         if not self.pending:
@@ -261,14 +391,23 @@ class _Batcher:
         if self.max_wait == 0 and self.tasks:
             self.flush()
 
+    def refuse_waiting(self) -> None:
+        self._cancel_timer()
+        for task in self.tasks:
+            _refuse(task)
+        self.tasks.clear()
+
     def flush(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._cancel_timer()
         while self.tasks:
             batch = self.tasks[:self.max_size]
             del self.tasks[:self.max_size]
             self.run(batch)
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def run(self, batch: List[Any]) -> None:
         try:
@@ -278,17 +417,9 @@ class _Batcher:
                 fail(task, exc)
             return
         if self.is_async:
-            self.owner.spawn(self.finish(batch, results))
+            self.owner.spawn(results, batch, partial(self.answer, batch))
         else:
             self.answer(batch, results)
-
-    async def finish(self, batch: List[Any], coro: Any) -> None:
-        try:
-            results = await coro
-        except BaseException as exc:
-            self.owner.fail(batch, exc)
-            return
-        self.answer(batch, results)
 
     def answer(self, batch: List[Any], results: Any) -> None:
         try:

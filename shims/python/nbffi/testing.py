@@ -14,10 +14,12 @@ stand-in for nbffi's.  Needs Linux (os.eventfd).
 from __future__ import annotations
 
 import collections
+import ctypes
 import json
 import os
 import threading
-from concurrent.futures import Future
+import time
+from concurrent.futures import Future, InvalidStateError
 from typing import Any, Deque, List, Optional, Tuple, Union
 
 from . import _embed
@@ -37,17 +39,27 @@ class CallError(Exception):
 
 
 class Task:
-    __slots__ = ("method", "payload", "_reply")
+    __slots__ = ("method", "payload", "_reply", "_answered")
 
     def __init__(self, method: str, payload: bytes):
         self.method = method
         self.payload = payload
         self._reply: "Future[Tuple[int, bytes]]" = Future()
+        self._answered = False
+
+    @property
+    def cancelled(self) -> bool:
+        """The caller gave up: its future was cancelled."""
+        return self._reply.cancelled()
 
     def respond(self, data: Any, status: int = 0) -> None:
-        if self._reply.done():
+        if self._answered:
             raise RuntimeError(f"task {self.method!r} answered twice")
-        self._reply.set_result((status, bytes(data)))
+        self._answered = True
+        try:
+            self._reply.set_result((status, bytes(data)))
+        except InvalidStateError:
+            pass                        # cancelled: no one reads it
 
 
 class Queue:
@@ -59,6 +71,8 @@ class Queue:
         self._closed = False
         self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.logs: List[Tuple[int, str]] = []
+        # the thread serving the queue, set while it does
+        self.serving: Optional[threading.Thread] = None
 
     def put(self, task: Task) -> None:
         with self._cond:
@@ -100,6 +114,14 @@ class Queue:
     def log(self, level: int, text: str) -> None:
         self.logs.append((level, text))
 
+    def interrupt(self, exc: type) -> bool:
+        thread = self.serving
+        if thread is None:
+            return False
+        # alive while serving is set, so its id names no other thread
+        return ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(thread.ident), ctypes.py_object(exc)) == 1
+
     def free(self) -> None:
         os.close(self._efd)
 
@@ -116,6 +138,7 @@ class Runtime:
         self.queue = Queue()
         self._started = threading.Event()
         self._error = ""
+        self._server: Optional[_embed.Server] = None
         self._thread = threading.Thread(target=self._run, args=(cfg,),
                                         name="nbffi-testing", daemon=True)
         self._thread.start()
@@ -126,10 +149,14 @@ class Runtime:
             raise LoadError(self._error)
 
     def _run(self, cfg: bytes) -> None:
-        server, self._error = _embed.start(self.queue, cfg)
+        self._server, self._error = _embed.start(self.queue, cfg)
         self._started.set()
-        if server is not None:
-            _embed.serve(server)
+        if self._server is not None:
+            self.queue.serving = threading.current_thread()
+            try:
+                _embed.serve(self._server)
+            finally:
+                self.queue.serving = None
 
     @property
     def logs(self) -> List[Tuple[int, str]]:
@@ -150,14 +177,25 @@ class Runtime:
             raise CallError(status, data.decode("utf-8", "replace"))
         return data
 
-    def close(self) -> None:
-        """Closes the queue and waits until every call is answered.
-        Idempotent."""
-        if not self._thread.is_alive() and self.queue.closed:
-            return
+    def close(self, timeout: Optional[float] = None) -> int:
+        """Closes the queue and stops the runtime as the loader's fini
+        does: queued calls are still served; async handlers still running
+        after close_timeout (or shortly before timeout, in seconds) are
+        cancelled, then the thread is interrupted.  Waits for the thread
+        until timeout (None: no limit) and returns the number of threads
+        that stayed (1: left running, a daemon).  Idempotent."""
+        if self.queue.closed:
+            return int(self._thread.is_alive())
         self.queue.close()
-        self._thread.join()
+        deadline = 0 if timeout is None else \
+            time.monotonic_ns() + int(timeout * 1e9)
+        _embed.stop(self._server, deadline)
+        self._thread.join(None if timeout is None else
+                          max(0.0, (deadline - time.monotonic_ns()) / 1e9))
+        if self._thread.is_alive():
+            return 1
         self.queue.free()
+        return 0
 
     def __enter__(self) -> "Runtime":
         return self

@@ -1,33 +1,49 @@
 /*
  * libnbffi_python.so: an nbffi runtime library that embeds CPython.
  *
- * The interpreter.  One per process, started by the first
- * nbffi_runtime_init() (in an nginx worker: after fork) with an isolated
- * config, UTF-8 mode and no signal handlers (the host owns signals), then
- * shared by every runtime of the process.  The starting thread gives the
- * GIL up at once (PyEval_SaveThread) and never takes it again; runtime
- * threads take it with PyGILState_Ensure and Python releases it whenever
- * it waits, as _nbffi.Queue.pop does around nbffi_queue_pop.
+ * The interpreter.  One per process, shared by every runtime of the
+ * process.  The first nbffi_runtime_init() (in an nginx worker: after
+ * fork) starts it on a thread of the library's own, the interpreter
+ * thread, which calls Py_InitializeFromConfig (isolated config, UTF-8 mode,
+ * no signal handlers: the host owns signals), imports the nbffi package,
+ * gives the GIL up (PyEval_SaveThread) and then sleeps for the life of the
+ * process.  Why a thread of its own: init runs on a core thread that exits
+ * once init returns, and CPython takes the thread that initialised it for
+ * its main thread for good.  With that thread gone, glibc would give its
+ * thread id to a later thread: a runtime thread could pass for the main
+ * thread, and a handler's signal.signal() would replace nginx's signal
+ * handlers.  With the interpreter thread alive, no runtime thread is the
+ * main thread, and signal.signal() there raises ValueError.
  *
- * The interpreter is never finalized, on purpose: CPython cannot be
- * re-initialised reliably once finalized (extension modules such as numpy
- * refuse a second import), so a process that frees its last Python runtime
- * and loads another must keep it; and at process exit a finalization
- * would race with any runtime thread the host did not free, while leaving
- * the interpreter alone lets those threads vanish with the process.
- * Handlers release resources in their close() hook, which runs when the
- * runtime is closed.
+ * The interpreter is never finalized.  Py_FinalizeEx must not run while a
+ * thread of a runtime may still be in Python code (one that did not stop
+ * by its close deadline); CPython cannot be initialised again reliably
+ * after it (numpy and other extension modules refuse a second import), so
+ * a process that closes its last Python runtime and loads another must
+ * keep it; and at process exit it would run on the host's thread.
+ * Handlers release resources in their close() hook.
  *
  * A runtime.  One thread (nbffi_thread_create: host signals blocked),
- * which imports the handler, reports success or the traceback to init,
- * then runs nbffi._embed.serve() until the queue is closed and every call
- * is answered; fini joins it.
+ * which attaches with PyGILState_Ensure, imports the handler, reports
+ * success or the traceback to init, then runs nbffi._embed.serve() until
+ * the queue is closed and every call is answered.  init hands back the
+ * runtime's struct as its data.
+ *
+ * Stop.  fini runs on a core thread after the host closed the queue.  It
+ * attaches and calls nbffi._embed.stop(), which waits for serving to end
+ * and makes it hurry as the deadline nears (asyncio handlers cancelled,
+ * calls not yet started refused, then nbffi.Interrupted raised in a
+ * runtime thread still in Python code); then it waits for the thread
+ * until the deadline.  A thread that stays (blocked in C code, as in
+ * time.sleep) is counted, and the struct is left to it.
  */
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "shim.h"
@@ -38,18 +54,19 @@
 typedef enum {
     NBFFI_PY_STARTING = 0,
     NBFFI_PY_SERVING,
-    NBFFI_PY_FAILED
+    NBFFI_PY_FAILED,
+    NBFFI_PY_DONE           /* the thread is leaving: q untouched */
 } nbffi_py_state_t;
 
 typedef struct nbffi_py_rt_s  nbffi_py_rt_t;
 
 struct nbffi_py_rt_s {
-    nbffi_py_rt_t     *next;        /* registry, by queue */
     nbffi_queue_t     *q;
     pthread_t          thread;
+    PyObject          *server;      /* fini's reference; GIL */
 
     pthread_mutex_t    lock;
-    pthread_cond_t     cond;
+    pthread_cond_t     cond;        /* on CLOCK_MONOTONIC, as deadlines */
     nbffi_py_state_t   state;
 
     /* init's arguments, valid while state is NBFFI_PY_STARTING */
@@ -62,27 +79,35 @@ struct nbffi_py_rt_s {
 
 NBFFI_EXTERN unsigned nbffi_runtime_abi(void);
 NBFFI_EXTERN int nbffi_runtime_init(nbffi_queue_t *q, const void *cfg,
-    size_t cfg_len, char *err, size_t err_len);
-NBFFI_EXTERN void nbffi_runtime_fini(nbffi_queue_t *q);
+    size_t cfg_len, void **data, char *err, size_t err_len);
+NBFFI_EXTERN int nbffi_runtime_fini(void *data, int64_t deadline_ns);
 
 static int nbffi_py_interpreter(char *err, size_t err_len);
+static void *nbffi_py_interpreter_main(void *arg);
 static int nbffi_py_start(char *err, size_t err_len);
 static int nbffi_py_config(PyConfig *config, char *err, size_t err_len);
 static int nbffi_py_status(PyStatus st, char *err, size_t err_len);
 static int nbffi_py_add_package_dir(void);
 static void nbffi_py_error_text(const char *prefix, char *buf, size_t len);
+static nbffi_py_rt_t *nbffi_py_rt_new(nbffi_queue_t *q, char *err,
+    size_t err_len);
+static void nbffi_py_rt_free(nbffi_py_rt_t *rt);
 static void *nbffi_py_thread(void *arg);
 static PyObject *nbffi_py_thread_start(nbffi_py_rt_t *rt, PyObject *queue);
 static void nbffi_py_set_state(nbffi_py_rt_t *rt, nbffi_py_state_t state);
+static nbffi_py_state_t nbffi_py_wait_state(nbffi_py_rt_t *rt,
+    nbffi_py_state_t past, int64_t deadline_ns);
 static void nbffi_py_refuse_rest(nbffi_queue_t *q, const char *text);
 
 
-/* Lock order: nbffi_py_lock, then the GIL. */
+/* Lock order: the GIL, then a runtime's lock; nbffi_py_lock is taken
+ * with neither held. */
 static pthread_mutex_t  nbffi_py_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t   nbffi_py_started = PTHREAD_COND_INITIALIZER;
 static pid_t            nbffi_py_pid;          /* 0: not started here */
+static int              nbffi_py_starting;     /* the start still runs */
 static char             nbffi_py_failed[1024]; /* sticky start failure */
 static PyObject        *nbffi_py_embed;        /* nbffi._embed */
-static nbffi_py_rt_t   *nbffi_py_registry;
 
 
 unsigned
@@ -94,126 +119,116 @@ nbffi_runtime_abi(void)
 
 int
 nbffi_runtime_init(nbffi_queue_t *q, const void *cfg, size_t cfg_len,
-    char *err, size_t err_len)
+    void **data, char *err, size_t err_len)
 {
     int             rc;
     nbffi_py_rt_t  *rt;
 
-    pthread_mutex_lock(&nbffi_py_lock);
-    rc = nbffi_py_interpreter(err, err_len);
-    pthread_mutex_unlock(&nbffi_py_lock);
-
-    if (rc != 0) {
+    if (nbffi_py_interpreter(err, err_len) != 0) {
         return -1;
     }
 
-    rt = calloc(1, sizeof(nbffi_py_rt_t));
+    rt = nbffi_py_rt_new(q, err, err_len);
     if (rt == NULL) {
-        (void) snprintf(err, err_len, "python: out of memory");
         return -1;
     }
 
-    rt->q = q;
     rt->cfg = cfg;
     rt->cfg_len = cfg_len;
     rt->err = err;
     rt->err_len = err_len;
-    rt->state = NBFFI_PY_STARTING;
-
-    if (pthread_mutex_init(&rt->lock, NULL) != 0) {
-        (void) snprintf(err, err_len, "python: cannot create a mutex");
-        goto failed_lock;
-    }
-
-    if (pthread_cond_init(&rt->cond, NULL) != 0) {
-        (void) snprintf(err, err_len, "python: cannot create a condvar");
-        goto failed_cond;
-    }
 
     rc = nbffi_thread_create(&rt->thread, nbffi_py_thread, rt);
     if (rc != 0) {
         (void) snprintf(err, err_len, "python: cannot start the runtime "
                         "thread: %s", nbffi_strerror(rc));
-        goto failed_thread;
+        nbffi_py_rt_free(rt);
+        return -1;
     }
 
-    /* The handler's import runs there; its result comes back here. */
-    pthread_mutex_lock(&rt->lock);
-    while (rt->state == NBFFI_PY_STARTING) {
-        pthread_cond_wait(&rt->cond, &rt->lock);
-    }
-    pthread_mutex_unlock(&rt->lock);
-
-    if (rt->state == NBFFI_PY_FAILED) {
+    /* The handler's import runs there (the core bounds how long). */
+    if (nbffi_py_wait_state(rt, NBFFI_PY_STARTING, 0) == NBFFI_PY_FAILED) {
         /* the thread wrote err */
         (void) pthread_join(rt->thread, NULL);
-        goto failed_thread;
+        nbffi_py_rt_free(rt);
+        return -1;
     }
 
     rt->cfg = NULL;
     rt->err = NULL;
-
-    pthread_mutex_lock(&nbffi_py_lock);
-    rt->next = nbffi_py_registry;
-    nbffi_py_registry = rt;
-    pthread_mutex_unlock(&nbffi_py_lock);
+    *data = rt;
 
     return 0;
-
-failed_thread:
-    (void) pthread_cond_destroy(&rt->cond);
-failed_cond:
-    (void) pthread_mutex_destroy(&rt->lock);
-failed_lock:
-    free(rt);
-    return -1;
 }
 
 
-void
-nbffi_runtime_fini(nbffi_queue_t *q)
+int
+nbffi_runtime_fini(void *data, int64_t deadline_ns)
 {
-    nbffi_py_rt_t  *rt, **p;
+    char               failure[1024];
+    PyObject          *res;
+    nbffi_py_rt_t     *rt;
+    PyGILState_STATE   gil;
 
-    pthread_mutex_lock(&nbffi_py_lock);
-    for (p = &nbffi_py_registry; *p != NULL && (*p)->q != q;
-         p = &(*p)->next)
+    rt = data;
+
+    /* The queue is closed: serving ends once the calls are answered. */
+    gil = PyGILState_Ensure();
+
+    res = PyObject_CallMethod(nbffi_py_embed, "stop", "OL", rt->server,
+                              (long long) deadline_ns);
+    if (res == NULL) {
+        nbffi_py_error_text("python: stopping the runtime failed: ",
+                            failure, sizeof(failure));
+        nbffi_log(rt->q, NBFFI_LOG_ERR, failure, strlen(failure));
+    }
+
+    Py_XDECREF(res);
+    Py_CLEAR(rt->server);
+
+    PyGILState_Release(gil);
+
+    if (nbffi_py_wait_state(rt, NBFFI_PY_SERVING, deadline_ns)
+        != NBFFI_PY_DONE)
     {
-        /* void */
-    }
-    rt = *p;
-    if (rt != NULL) {
-        *p = rt->next;
-    }
-    pthread_mutex_unlock(&nbffi_py_lock);
-
-    if (rt == NULL) {
-        return;
+        /* rt stays: the thread still uses it */
+        return 1;
     }
 
-    /* The queue is closed: the thread answers what is left and exits. */
     (void) pthread_join(rt->thread, NULL);
+    nbffi_py_rt_free(rt);
 
-    (void) pthread_cond_destroy(&rt->cond);
-    (void) pthread_mutex_destroy(&rt->lock);
-    free(rt);
+    return 0;
 }
 
 
-/* nbffi_py_lock held.  Starts the interpreter once per process. */
+/*
+ * Starts the interpreter thread once per process and waits for its start;
+ * 0 when the interpreter is ready, else -1 with the reason in err.
+ */
 static int
 nbffi_py_interpreter(char *err, size_t err_len)
 {
-    if (nbffi_py_failed[0] != '\0') {
-        (void) snprintf(err, err_len, "%s", nbffi_py_failed);
-        return -1;
-    }
+    int        rc;
+    pthread_t  thread;
 
-    if (nbffi_py_pid == getpid()) {
-        return 0;
-    }
+    pthread_mutex_lock(&nbffi_py_lock);
 
-    if (nbffi_py_pid != 0) {
+    if (nbffi_py_pid == 0) {
+        rc = nbffi_thread_create(&thread, nbffi_py_interpreter_main, NULL);
+        if (rc != 0) {
+            pthread_mutex_unlock(&nbffi_py_lock);
+            (void) snprintf(err, err_len, "python: cannot start the "
+                            "interpreter thread: %s", nbffi_strerror(rc));
+            return -1;
+        }
+
+        (void) pthread_detach(thread);
+        nbffi_py_pid = getpid();
+        nbffi_py_starting = 1;
+
+    } else if (nbffi_py_pid != getpid()) {
+        pthread_mutex_unlock(&nbffi_py_lock);
         /* its threads and GIL state did not survive the fork */
         (void) snprintf(err, err_len, "python: the interpreter was started "
                         "in process %d, before this one forked; load Python "
@@ -222,14 +237,51 @@ nbffi_py_interpreter(char *err, size_t err_len)
         return -1;
     }
 
-    if (nbffi_py_start(nbffi_py_failed, sizeof(nbffi_py_failed)) != 0) {
-        (void) snprintf(err, err_len, "%s", nbffi_py_failed);
-        return -1;
+    while (nbffi_py_starting) {
+        pthread_cond_wait(&nbffi_py_started, &nbffi_py_lock);
     }
 
-    nbffi_py_pid = getpid();
+    rc = 0;
+    if (nbffi_py_failed[0] != '\0') {
+        (void) snprintf(err, err_len, "%s", nbffi_py_failed);
+        rc = -1;
+    }
 
-    return 0;
+    pthread_mutex_unlock(&nbffi_py_lock);
+
+    return rc;
+}
+
+
+/* The interpreter thread, see the top of this file. */
+static void *
+nbffi_py_interpreter_main(void *arg)
+{
+    char  err[sizeof(nbffi_py_failed)];
+
+    (void) arg;
+
+    err[0] = '\0';
+
+    if (nbffi_py_start(err, sizeof(err)) != 0 && err[0] == '\0') {
+        (void) snprintf(err, sizeof(err), "python: the interpreter did not "
+                        "start");
+    }
+
+    pthread_mutex_lock(&nbffi_py_lock);
+    (void) snprintf(nbffi_py_failed, sizeof(nbffi_py_failed), "%s", err);
+    nbffi_py_starting = 0;
+    pthread_cond_broadcast(&nbffi_py_started);
+    pthread_mutex_unlock(&nbffi_py_lock);
+
+    if (!Py_IsInitialized()) {
+        return NULL;
+    }
+
+    /* The interpreter's main thread stays; its signals are blocked. */
+    for ( ;; ) {
+        (void) pause();
+    }
 }
 
 
@@ -450,6 +502,59 @@ nbffi_py_error_text(const char *prefix, char *buf, size_t len)
 }
 
 
+static nbffi_py_rt_t *
+nbffi_py_rt_new(nbffi_queue_t *q, char *err, size_t err_len)
+{
+    nbffi_py_rt_t       *rt;
+    pthread_condattr_t   attr;
+
+    rt = calloc(1, sizeof(nbffi_py_rt_t));
+    if (rt == NULL) {
+        (void) snprintf(err, err_len, "python: out of memory");
+        return NULL;
+    }
+
+    rt->q = q;
+    rt->state = NBFFI_PY_STARTING;
+
+    if (pthread_mutex_init(&rt->lock, NULL) != 0) {
+        (void) snprintf(err, err_len, "python: cannot create a mutex");
+        goto failed_lock;
+    }
+
+    if (pthread_condattr_init(&attr) != 0) {
+        goto failed_cond;
+    }
+
+    if (pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) != 0
+        || pthread_cond_init(&rt->cond, &attr) != 0)
+    {
+        (void) pthread_condattr_destroy(&attr);
+        goto failed_cond;
+    }
+
+    (void) pthread_condattr_destroy(&attr);
+
+    return rt;
+
+failed_cond:
+    (void) snprintf(err, err_len, "python: cannot create a condvar");
+    (void) pthread_mutex_destroy(&rt->lock);
+failed_lock:
+    free(rt);
+    return NULL;
+}
+
+
+static void
+nbffi_py_rt_free(nbffi_py_rt_t *rt)
+{
+    (void) pthread_cond_destroy(&rt->cond);
+    (void) pthread_mutex_destroy(&rt->lock);
+    free(rt);
+}
+
+
 static void *
 nbffi_py_thread(void *arg)
 {
@@ -478,7 +583,10 @@ nbffi_py_thread(void *arg)
         return NULL;
     }
 
-    /* From here on rt belongs to the host until fini: only q is used. */
+    Py_INCREF(server);
+    rt->server = server;
+
+    /* From here on init's arguments are gone; fini may come any time. */
     nbffi_py_set_state(rt, NBFFI_PY_SERVING);
 
     res = PyObject_CallMethod(nbffi_py_embed, "serve", "O", server);
@@ -501,6 +609,8 @@ nbffi_py_thread(void *arg)
     if (failure[0] != '\0') {
         nbffi_py_refuse_rest(q, failure);
     }
+
+    nbffi_py_set_state(rt, NBFFI_PY_DONE);
 
     return NULL;
 }
@@ -551,8 +661,43 @@ nbffi_py_set_state(nbffi_py_rt_t *rt, nbffi_py_state_t state)
 {
     pthread_mutex_lock(&rt->lock);
     rt->state = state;
-    pthread_cond_signal(&rt->cond);
+    pthread_cond_broadcast(&rt->cond);
     pthread_mutex_unlock(&rt->lock);
+}
+
+
+/*
+ * Waits until the state is no longer past, or until deadline_ns (0: no
+ * limit); returns the state.
+ */
+static nbffi_py_state_t
+nbffi_py_wait_state(nbffi_py_rt_t *rt, nbffi_py_state_t past,
+    int64_t deadline_ns)
+{
+    nbffi_py_state_t  state;
+    struct timespec   ts;
+
+    ts.tv_sec = (time_t) (deadline_ns / 1000000000);
+    ts.tv_nsec = (long) (deadline_ns % 1000000000);
+
+    pthread_mutex_lock(&rt->lock);
+
+    while (rt->state == past) {
+        if (deadline_ns == 0) {
+            pthread_cond_wait(&rt->cond, &rt->lock);
+
+        } else if (pthread_cond_timedwait(&rt->cond, &rt->lock, &ts)
+                   == ETIMEDOUT)
+        {
+            break;
+        }
+    }
+
+    state = rt->state;
+
+    pthread_mutex_unlock(&rt->lock);
+
+    return state;
 }
 
 

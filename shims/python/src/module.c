@@ -7,7 +7,9 @@
  *       wait.  The GIL is released while it waits (and spins).
  *   Queue.fd() -> the queue's eventfd; Queue.drain() reads it.
  *   Queue.log(level, text) -> nbffi_log.
- *   Task.method (str), Task.payload (bytes), Task.respond(data, status=0).
+ *   Queue.interrupt(exc) raises exc in the thread that serves the queue.
+ *   Task.method (str), Task.payload (bytes), Task.cancelled (bool: the
+ *       caller gave up), Task.respond(data, status=0).
  *
  * Every Task not yet answered is linked into its Queue, so that the loader
  * can answer and detach all of them when the runtime stops, and a Task
@@ -34,6 +36,7 @@ struct nbffi_py_queue_s {
     PyObject_HEAD
     nbffi_queue_t     *q;           /* NULL once detached */
     nbffi_py_task_t   *unanswered;  /* list of Tasks still to answer */
+    unsigned long      serving;     /* thread id of the runtime thread */
 };
 
 struct nbffi_py_task_s {
@@ -53,6 +56,8 @@ static PyObject *nbffi_py_queue_fd(nbffi_py_queue_t *self,
 static PyObject *nbffi_py_queue_drain(nbffi_py_queue_t *self,
     PyObject *unused);
 static PyObject *nbffi_py_queue_log(nbffi_py_queue_t *self, PyObject *args);
+static PyObject *nbffi_py_queue_interrupt(nbffi_py_queue_t *self,
+    PyObject *exc);
 static void nbffi_py_queue_dealloc(nbffi_py_queue_t *self);
 static PyObject *nbffi_py_task_wrap(nbffi_py_queue_t *queue,
     nbffi_task_t *task);
@@ -60,6 +65,8 @@ static PyObject *nbffi_py_task_respond(nbffi_py_task_t *self,
     PyObject *args, PyObject *kwargs);
 static void nbffi_py_task_answer(nbffi_py_task_t *self, int status,
     const void *data, size_t len);
+static PyObject *nbffi_py_task_cancelled(nbffi_py_task_t *self,
+    void *unused);
 static void nbffi_py_task_dealloc(nbffi_py_task_t *self);
 
 
@@ -72,6 +79,9 @@ static PyMethodDef  nbffi_py_queue_methods[] = {
       "drain() reads the eventfd" },
     { "log", (PyCFunction) nbffi_py_queue_log, METH_VARARGS,
       "log(level, text) writes a line to the host's log" },
+    { "interrupt", (PyCFunction) nbffi_py_queue_interrupt, METH_O,
+      "interrupt(exc) raises exc in the thread serving the queue, if it "
+      "still does; returns whether it did" },
     { NULL, NULL, 0, NULL }
 };
 
@@ -100,6 +110,12 @@ static PyMemberDef  nbffi_py_task_members[] = {
     { NULL, 0, 0, 0, NULL }
 };
 
+static PyGetSetDef  nbffi_py_task_getset[] = {
+    { "cancelled", (getter) nbffi_py_task_cancelled, NULL,
+      "True once the caller gave up (timed out, went away)", NULL },
+    { NULL, NULL, NULL, NULL, NULL }
+};
+
 static PyTypeObject  nbffi_py_task_type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "_nbffi.Task",
@@ -110,6 +126,7 @@ static PyTypeObject  nbffi_py_task_type = {
     .tp_dealloc = (destructor) nbffi_py_task_dealloc,
     .tp_methods = nbffi_py_task_methods,
     .tp_members = nbffi_py_task_members,
+    .tp_getset = nbffi_py_task_getset,
 };
 
 static struct PyModuleDef  nbffi_py_module = {
@@ -161,6 +178,7 @@ nbffi_py_queue_new(nbffi_queue_t *q)
 
     self->q = q;
     self->unanswered = NULL;
+    self->serving = PyThread_get_thread_ident();
 
     return (PyObject *) self;
 }
@@ -330,6 +348,22 @@ nbffi_py_queue_log(nbffi_py_queue_t *self, PyObject *args)
 }
 
 
+/*
+ * Until the queue is detached, its runtime thread still runs Python code
+ * with its thread state: the thread id names no other thread.  Checked
+ * and used with the GIL held throughout.
+ */
+static PyObject *
+nbffi_py_queue_interrupt(nbffi_py_queue_t *self, PyObject *exc)
+{
+    if (self->q == NULL) {
+        Py_RETURN_FALSE;
+    }
+
+    return PyBool_FromLong(PyThreadState_SetAsyncExc(self->serving, exc));
+}
+
+
 static void
 nbffi_py_queue_dealloc(nbffi_py_queue_t *self)
 {
@@ -449,6 +483,16 @@ nbffi_py_task_answer(nbffi_py_task_t *self, int status, const void *data,
     } else {
         (void) nbffi_task_respond(task, status, data, len);
     }
+}
+
+
+static PyObject *
+nbffi_py_task_cancelled(nbffi_py_task_t *self, void *unused)
+{
+    (void) unused;
+
+    return PyBool_FromLong(self->task != NULL
+                           && nbffi_task_cancelled(self->task));
 }
 
 

@@ -18,8 +18,9 @@
 PyObject *nbffi_py_module_init(void);
 
 /*
- * GIL held, after the interpreter imported _nbffi.  A new _nbffi.Queue
- * wrapping q, or NULL with an exception set.
+ * GIL held, on the runtime thread, after the interpreter imported _nbffi.
+ * A new _nbffi.Queue wrapping q, whose interrupt() raises in the calling
+ * thread until it is detached; or NULL with an exception set.
  */
 PyObject *nbffi_py_queue_new(nbffi_queue_t *q);
 

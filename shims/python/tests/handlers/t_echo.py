@@ -2,6 +2,8 @@
 
 import logging
 import os
+import signal
+import threading
 
 import nbffi
 
@@ -60,3 +62,16 @@ def get(payload):
 
 def pid(payload):
     return str(os.getpid())
+
+
+def is_main(payload):
+    return str(threading.current_thread() is threading.main_thread())
+
+
+def trap(payload):
+    # a runtime thread is not the interpreter's main thread: refused
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    except ValueError as exc:
+        return str(exc)
+    return "installed"

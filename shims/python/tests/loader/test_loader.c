@@ -1,7 +1,8 @@
 /*
  * libnbffi_python.so through the core's host API: a real libnbffi, a real
  * embedded CPython, the handler modules in handlers/.  One interpreter
- * serves every test of this process, as in an nginx worker.
+ * serves every test of this process, as in an nginx worker; init and fini
+ * run on the core's threads, as there.
  */
 
 #include <ftw.h>
@@ -16,6 +17,8 @@
 
 #define T_CFG_MAX  4096
 #define T_MANY     200
+/* Close deadlines, ms: what the handlers get before they are stopped. */
+#define T_STOP_MS  2000
 
 static nbffi_host_t *t_host(void);
 static nbffi_runtime_t *t_load(nbffi_host_t *host, const char *cfg);
@@ -25,6 +28,8 @@ static nbffi_task_t *t_post(nbffi_host_t *host, nbffi_runtime_t *rt,
     const char *method, const void *payload, size_t len);
 static nbffi_task_t *t_ask(nbffi_host_t *host, nbffi_runtime_t *rt,
     const char *method, const char *payload);
+static void t_ask_is(nbffi_host_t *host, nbffi_runtime_t *rt,
+    const char *method, const char *payload, int status, const char *reply);
 static const char *t_text(nbffi_task_t *task);
 static void t_reap_all(nbffi_host_t *host, nbffi_task_t **out, int n);
 static const char *t_cfg(const char *fmt, const char *arg);
@@ -51,11 +56,8 @@ t_load(nbffi_host_t *host, const char *cfg)
     char              err[4096];
     nbffi_runtime_t  *rt;
 
-    rt = NULL;
-    err[0] = '\0';
-
-    rc = nbffi_runtime_load(host, T_LIB, NULL, cfg, strlen(cfg), 0, 0, 0,
-                            &rt, err, sizeof(err));
+    rc = t_load_wait(host, T_LIB, NULL, cfg, strlen(cfg), 0, 0, 0, 0, &rt,
+                     err, sizeof(err));
     if (rc != 0) {
         fail_msg("load %s: %s: %s", cfg, nbffi_err_name(rc), err);
     }
@@ -70,13 +72,11 @@ t_load_fails(nbffi_host_t *host, const char *cfg, const char *expect)
     char              err[4096];
     nbffi_runtime_t  *rt;
 
-    rt = NULL;
-    err[0] = '\0';
-
-    assert_int_equal(nbffi_runtime_load(host, T_LIB, NULL, cfg, strlen(cfg),
-                                        0, 0, 0, &rt, err, sizeof(err)),
+    assert_int_equal(t_load_wait(host, T_LIB, NULL, cfg, strlen(cfg), 0, 0,
+                                 0, 0, &rt, err, sizeof(err)),
                      NBFFI_EINIT);
-    assert_null(rt);
+    assert_int_equal(nbffi_runtime_state(rt), NBFFI_RT_FAILED);
+    assert_int_equal(t_close_free(host, rt, 0), 0);
 
     if (strstr(err, expect) == NULL) {
         fail_msg("load %s: want \"%s\" in the error, got: %s", cfg, expect,
@@ -109,6 +109,19 @@ t_ask(nbffi_host_t *host, nbffi_runtime_t *rt, const char *method,
     assert_ptr_equal(t_reap1(host), task);
 
     return task;
+}
+
+
+/* One call, waited for, checked (as t_reply_is) and released. */
+static void
+t_ask_is(nbffi_host_t *host, nbffi_runtime_t *rt, const char *method,
+    const char *payload, int status, const char *reply)
+{
+    nbffi_task_t  *task;
+
+    task = t_ask(host, rt, method, payload);
+    t_reply_is(task, status, reply);
+    nbffi_task_release(task);
 }
 
 
@@ -162,6 +175,11 @@ t_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 }
 
 #define T_ECHO_CFG  "{\"handler\": \"t_echo\", \"path\": [\"%s\"]%s}"
+#define T_GATE_CFG                                                           \
+    "{\"handler\": \"t_async:Gate\", \"path\": [\"%s\"]%s}"
+#define T_STUCK_CFG  "{\"handler\": \"t_stuck\", \"path\": [\"%s\"]%s}"
+#define T_INTERRUPTED                                                        \
+    "nbffi.Interrupted: the runtime was closed and the handler still ran\n"
 
 
 static void
@@ -176,22 +194,16 @@ test_sync_replies(void **state)
     host = t_host();
     rt = t_load(host, t_cfg(T_ECHO_CFG, ""));
 
-    task = t_ask(host, rt, "echo", "hello");
-    t_reply_is(task, 0, "hello");
-    nbffi_task_release(task);
+    t_ask_is(host, rt, "echo", "hello", 0, "hello");
 
     /* UTF-8 both ways, and a method name that is not ASCII */
-    task = t_ask(host, rt, "reverse", "h\xc3\xa9llo \xe2\x82\xac");
-    t_reply_is(task, 0, "\xe2\x82\xac oll\xc3\xa9h");
-    nbffi_task_release(task);
+    t_ask_is(host, rt, "reverse", "h\xc3\xa9llo \xe2\x82\xac", 0,
+             "\xe2\x82\xac oll\xc3\xa9h");
 
-    task = t_ask(host, rt, "gr\xc3\xbc\xc3\x9f", "dich");
-    t_reply_is(task, 0, "gr\xc3\xbc\xc3\x9f dich");
-    nbffi_task_release(task);
+    t_ask_is(host, rt, "gr\xc3\xbc\xc3\x9f", "dich", 0,
+             "gr\xc3\xbc\xc3\x9f dich");
 
-    task = t_ask(host, rt, "nothing", "x");
-    t_reply_is(task, 0, NULL);
-    nbffi_task_release(task);
+    t_ask_is(host, rt, "nothing", "x", 0, NULL);
 
     task = t_ask(host, rt, "missing", "x");
     assert_int_equal(nbffi_task_status(task), 2);
@@ -208,7 +220,13 @@ test_sync_replies(void **state)
     assert_int_equal(atoi(t_text(task)), getpid());
     nbffi_task_release(task);
 
-    nbffi_runtime_free(rt);
+    /* ... which is not the interpreter's main thread (the shim's own):
+     * nginx's signal handlers cannot be replaced from a handler */
+    t_ask_is(host, rt, "is_main", "", 0, "False");
+    t_ask_is(host, rt, "trap", "", 0, "signal only works in main thread "
+             "of the main interpreter");
+
+    assert_int_equal(t_close_free(host, rt, T_STOP_MS), 0);
     t_host_finish(host);
 }
 
@@ -236,16 +254,12 @@ test_exception_reply(void **state)
     assert_non_null(strstr(text, "in boom"));
     nbffi_task_release(task);
 
-    task = t_ask(host, rt, "refuse", "y");
-    t_reply_is(task, 7, "refused y");
-    nbffi_task_release(task);
+    t_ask_is(host, rt, "refuse", "y", 7, "refused y");
 
     /* and it keeps serving */
-    task = t_ask(host, rt, "echo", "still here");
-    t_reply_is(task, 0, "still here");
-    nbffi_task_release(task);
+    t_ask_is(host, rt, "echo", "still here", 0, "still here");
 
-    nbffi_runtime_free(rt);
+    assert_int_equal(t_close_free(host, rt, T_STOP_MS), 0);
     t_host_finish(host);
 }
 
@@ -290,7 +304,7 @@ test_large_payloads(void **state)
     nbffi_task_release(task);
 
     free(payload);
-    nbffi_runtime_free(rt);
+    assert_int_equal(t_close_free(host, rt, T_STOP_MS), 0);
     t_host_finish(host);
 }
 
@@ -306,8 +320,7 @@ test_async_calls_overlap(void **state)
     (void) state;
 
     host = t_host();
-    rt = t_load(host, t_cfg("{\"handler\": \"t_async:Gate\", "
-                            "\"path\": [\"%s\"]%s}", ""));
+    rt = t_load(host, t_cfg(T_GATE_CFG, ""));
 
     /* each wait blocks until open: serial handling would never finish */
     for (i = 0; i < T_MANY; i++) {
@@ -321,16 +334,14 @@ test_async_calls_overlap(void **state)
         nbffi_task_release(tasks[i]);
     }
 
-    task = t_ask(host, rt, "waiting_count", "");
-    t_reply_is(task, 0, "200");
-    nbffi_task_release(task);
+    t_ask_is(host, rt, "waiting_count", "", 0, "200");
 
     task = t_ask(host, rt, "boom", "k");
     assert_int_equal(nbffi_task_status(task), 1);
     assert_int_equal(strncmp(t_text(task), "KeyError: 'k'", 13), 0);
     nbffi_task_release(task);
 
-    nbffi_runtime_free(rt);
+    assert_int_equal(t_close_free(host, rt, T_STOP_MS), 0);
     t_host_finish(host);
 }
 
@@ -341,7 +352,7 @@ test_batches(void **state)
     int               i, seen[8];
     char              payload[16];
     nbffi_host_t     *host;
-    nbffi_task_t     *posted[8], *done[8], *task;
+    nbffi_task_t     *posted[8], *done[8];
     nbffi_runtime_t  *rt;
 
     (void) state;
@@ -384,11 +395,9 @@ test_batches(void **state)
         assert_int_equal(seen[i], 1);
     }
 
-    task = t_ask(host, rt, "sizes_seen", "");
-    t_reply_is(task, 0, "4,4");
-    nbffi_task_release(task);
+    t_ask_is(host, rt, "sizes_seen", "", 0, "4,4");
 
-    nbffi_runtime_free(rt);
+    assert_int_equal(t_close_free(host, rt, T_STOP_MS), 0);
     t_host_finish(host);
 }
 
@@ -404,15 +413,14 @@ test_close_finishes_pending(void **state)
     (void) state;
 
     host = t_host();
-    rt = t_load(host, t_cfg("{\"handler\": \"t_async:Gate\", "
-                            "\"path\": [\"%s\"]%s}", ""));
+    rt = t_load(host, t_cfg(T_GATE_CFG, ""));
 
     for (i = 0; i < 20; i++) {
         (void) t_post(host, rt, "sleep", "0.05", 4);
     }
 
-    /* closes, then fini joins the thread once all 20 are answered */
-    nbffi_runtime_free(rt);
+    /* closed once all 20 are answered and the thread has left */
+    assert_int_equal(t_close_free(host, rt, T_STOP_MS), 0);
 
     t_reap_all(host, tasks, 20);
     for (i = 0; i < 20; i++) {
@@ -424,32 +432,31 @@ test_close_finishes_pending(void **state)
 }
 
 
+/*
+ * Five calls of method that wait forever on a Gate with cfg_extra, then a
+ * close with a deadline ms from now (0: none): all five are cancelled.
+ */
 static void
-test_close_timeout_cancels(void **state)
+t_close_cancels(const char *cfg_extra, const char *method, int64_t ms)
 {
     int               i;
     nbffi_host_t     *host;
     nbffi_task_t     *tasks[5];
     nbffi_runtime_t  *rt;
 
-    (void) state;
-
     host = t_host();
-    rt = t_load(host, t_cfg("{\"handler\": \"t_async:Gate\", "
-                            "\"path\": [\"%s\"]%s}",
-                            ", \"close_timeout\": 0.1"));
+    rt = t_load(host, t_cfg(T_GATE_CFG, cfg_extra));
 
     for (i = 0; i < 5; i++) {
-        (void) t_post(host, rt, "wait", "w", 1);
+        (void) t_post(host, rt, method, "w", 1);
     }
 
-    nbffi_runtime_free(rt);
+    assert_int_equal(t_close_free(host, rt, ms), 0);
 
     t_reap_all(host, tasks, 5);
     for (i = 0; i < 5; i++) {
-        assert_int_equal(nbffi_task_status(tasks[i]), 1);
-        assert_non_null(strstr(t_text(tasks[i]),
-                               "(close_timeout): cancelled"));
+        t_reply_is(tasks[i], 1, "python: cancelled: the runtime was closed "
+                   "and the handler still ran");
         nbffi_task_release(tasks[i]);
     }
 
@@ -458,10 +465,128 @@ test_close_timeout_cancels(void **state)
 
 
 static void
+test_close_timeout_cancels(void **state)
+{
+    (void) state;
+
+    /* no deadline: close_timeout alone bounds the handlers */
+    t_close_cancels(", \"close_timeout\": 0.1", "wait", 0);
+}
+
+
+static void
+test_stop_cancels_async_handlers(void **state)
+{
+    (void) state;
+
+    /* close_timeout is 30 s: the deadline comes first */
+    t_close_cancels("", "forever", T_STOP_MS);
+}
+
+
+static void
+test_stop_interrupts_a_spinning_handler(void **state)
+{
+    nbffi_host_t     *host;
+    nbffi_task_t     *spin, *queued;
+    nbffi_runtime_t  *rt;
+
+    (void) state;
+
+    host = t_host();
+    rt = t_load(host, t_cfg(T_STUCK_CFG, ""));
+
+    spin = t_post(host, rt, "spin", "", 0);
+    queued = t_post(host, rt, "echo", "x", 1);
+
+    /* the thread left: closed, not orphaned */
+    assert_int_equal(t_close_free(host, rt, T_STOP_MS), 0);
+
+    t_wait_task(host, spin);
+    assert_int_equal(nbffi_task_status(spin), 1);
+    assert_int_equal(strncmp(t_text(spin), T_INTERRUPTED,
+                             strlen(T_INTERRUPTED)), 0);
+    assert_non_null(strstr(t_text(spin), "in spin"));
+    nbffi_task_release(spin);
+
+    t_wait_task(host, queued);
+    t_reply_is(queued, 1, "python: the runtime was closed before this call "
+               "started");
+    nbffi_task_release(queued);
+
+    t_host_finish(host);
+}
+
+
+static void
+test_stop_leaves_a_thread_blocked_in_c(void **state)
+{
+    size_t            len;
+    const char       *reply;
+    nbffi_host_t     *host;
+    nbffi_task_t     *sleep, *close;
+    nbffi_runtime_t  *rt;
+
+    (void) state;
+
+    host = t_host();
+    rt = t_load(host, t_cfg(T_STUCK_CFG, ""));
+
+    sleep = t_post(host, rt, "sleep", "", 0);
+
+    /* time.sleep sees no interrupt: fini counts the thread that stayed */
+    assert_int_equal(nbffi_runtime_close(rt, nbffi_now_ns() + 1000000000,
+                                         &close), 0);
+    t_wait_task(host, close);
+    assert_int_equal(nbffi_task_status(close), NBFFI_EORPHANED);
+    reply = nbffi_task_reply(close, &len);
+    assert_non_null(strstr(reply, "fini reported 1 thread(s) still running "
+                           "at the close deadline"));
+    nbffi_task_release(close);
+    nbffi_runtime_free(rt);
+
+    t_wait_task(host, sleep);
+    assert_int_equal(nbffi_task_status(sleep), NBFFI_ECLOSED);
+    assert_int_equal(nbffi_task_leaked(sleep), 1);
+    nbffi_task_release(sleep);
+
+    t_host_finish(host);
+}
+
+
+static void
+test_caller_gave_up_cancels_async_handler(void **state)
+{
+    nbffi_host_t     *host;
+    nbffi_task_t     *gone, *task;
+    nbffi_runtime_t  *rt;
+
+    (void) state;
+
+    host = t_host();
+    rt = t_load(host, t_cfg(T_GATE_CFG, ""));
+
+    gone = t_post(host, rt, "forever", "", 0);
+
+    /* answered after forever has started (one loop, tasks run in order) */
+    task = t_ask(host, rt, "waiting_count", "");
+    nbffi_task_release(task);
+
+    /* the host gives up: the handler sees CancelledError */
+    nbffi_task_release(gone);
+
+    t_ask_is(host, rt, "wait_cancelled", "", 0,
+             "cancelled: the caller gave up");
+
+    assert_int_equal(t_close_free(host, rt, T_STOP_MS), 0);
+    t_host_finish(host);
+}
+
+
+static void
 test_bad_cfg(void **state)
 {
     nbffi_host_t     *host;
-    nbffi_task_t     *task;
     nbffi_runtime_t  *rt;
 
     (void) state;
@@ -491,11 +616,9 @@ test_bad_cfg(void **state)
 
     /* the interpreter is fine after all of that */
     rt = t_load(host, t_cfg(T_ECHO_CFG, ""));
-    task = t_ask(host, rt, "echo", "ok");
-    t_reply_is(task, 0, "ok");
-    nbffi_task_release(task);
+    t_ask_is(host, rt, "echo", "ok", 0, "ok");
 
-    nbffi_runtime_free(rt);
+    assert_int_equal(t_close_free(host, rt, T_STOP_MS), 0);
     t_host_finish(host);
 }
 
@@ -543,7 +666,7 @@ test_venv_site_packages(void **state)
     assert_int_equal(strcmp(t_text(task), path), 0);
     nbffi_task_release(task);
 
-    nbffi_runtime_free(rt);
+    assert_int_equal(t_close_free(host, rt, T_STOP_MS), 0);
     t_host_finish(host);
 
     assert_int_equal(nftw(dir, t_rm, 16, FTW_DEPTH | FTW_PHYS), 0);
@@ -556,7 +679,6 @@ test_logging_reaches_host(void **state)
     int               n, level, found_warn, found_debug, found_start;
     char              line[4096];
     nbffi_host_t     *host;
-    nbffi_task_t     *task;
     nbffi_runtime_t  *rt;
 
     (void) state;
@@ -564,9 +686,7 @@ test_logging_reaches_host(void **state)
     host = t_host();
     rt = t_load(host, t_cfg(T_ECHO_CFG, ", \"log_level\": \"INFO\""));
 
-    task = t_ask(host, rt, "warn", "w1");
-    t_reply_is(task, 0, "ok");
-    nbffi_task_release(task);
+    t_ask_is(host, rt, "warn", "w1", 0, "ok");
 
     found_warn = found_debug = found_start = 0;
 
@@ -590,7 +710,7 @@ test_logging_reaches_host(void **state)
     assert_int_equal(found_debug, 0);    /* below log_level */
     assert_int_equal(found_start, 1);
 
-    nbffi_runtime_free(rt);
+    assert_int_equal(t_close_free(host, rt, T_STOP_MS), 0);
     t_host_finish(host);
 }
 
@@ -599,7 +719,6 @@ static void
 test_runtimes_share_interpreter(void **state)
 {
     nbffi_host_t     *host;
-    nbffi_task_t     *task;
     nbffi_runtime_t  *a, *b;
 
     (void) state;
@@ -608,22 +727,16 @@ test_runtimes_share_interpreter(void **state)
     a = t_load(host, t_cfg(T_ECHO_CFG, ""));
     b = t_load(host, t_cfg(T_ECHO_CFG, ""));
 
-    task = t_ask(host, a, "put", "from a");
-    t_reply_is(task, 0, "ok");
-    nbffi_task_release(task);
+    t_ask_is(host, a, "put", "from a", 0, "ok");
 
     /* one interpreter: b imports the same module object */
-    task = t_ask(host, b, "get", "");
-    t_reply_is(task, 0, "from a");
-    nbffi_task_release(task);
+    t_ask_is(host, b, "get", "", 0, "from a");
 
-    nbffi_runtime_free(a);
+    assert_int_equal(t_close_free(host, a, T_STOP_MS), 0);
 
-    task = t_ask(host, b, "echo", "b lives on");
-    t_reply_is(task, 0, "b lives on");
-    nbffi_task_release(task);
+    t_ask_is(host, b, "echo", "b lives on", 0, "b lives on");
 
-    nbffi_runtime_free(b);
+    assert_int_equal(t_close_free(host, b, T_STOP_MS), 0);
     t_host_finish(host);
 }
 
@@ -639,10 +752,15 @@ main(void)
         cmocka_unit_test(test_batches),
         cmocka_unit_test(test_close_finishes_pending),
         cmocka_unit_test(test_close_timeout_cancels),
+        cmocka_unit_test(test_stop_cancels_async_handlers),
+        cmocka_unit_test(test_stop_interrupts_a_spinning_handler),
+        cmocka_unit_test(test_caller_gave_up_cancels_async_handler),
         cmocka_unit_test(test_bad_cfg),
         cmocka_unit_test(test_venv_site_packages),
         cmocka_unit_test(test_logging_reaches_host),
         cmocka_unit_test(test_runtimes_share_interpreter),
+        /* last: its thread stays in time.sleep */
+        cmocka_unit_test(test_stop_leaves_a_thread_blocked_in_c),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -46,10 +46,17 @@ class Faults:
         return b"ok"
 
     async def never(self, payload):
-        # the shim's coroutine that awaits this one holds the task
-        _stashed[:] = [sys._getframe(1).f_locals["task"]]
-        await self.release_event.wait()
-        return b"late"
+        # the shim's coroutine that awaits this one holds the calls
+        _stashed[:] = sys._getframe(1).f_locals["tasks"]
+        release = self.release_event
+        while True:
+            try:
+                await release.wait()
+                return b"late"
+            except asyncio.CancelledError:
+                # deaf to its caller giving up (the shim cancels it), as a
+                # handler may be: only release, or the close, ends it
+                pass
 
     def release(self, payload):
         self.release_event.set()
