@@ -49,6 +49,10 @@ cp -L build-rock/core/libnbffi.so build-rock/libnbffi.so]],
    install = {
       lua = {
          ["resty.nbffi"] = "lua/resty/nbffi.lua",
+         ["resty.nbffi.core"] = "lua/resty/nbffi/core.lua",
+         ["resty.nbffi.dispatcher"] = "lua/resty/nbffi/dispatcher.lua",
+         ["resty.nbffi.spin"] = "lua/resty/nbffi/spin.lua",
+         ["resty.nbffi.waiters"] = "lua/resty/nbffi/waiters.lua",
       },
       lib = {
          -- a copy of the real file (not of the symlink), so that it

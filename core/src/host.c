@@ -18,6 +18,12 @@
 static void nbffi__host_free_task(nbffi_task_t *task);
 
 
+/* Hosts freed while an orphan may still log through them: kept, and
+ * reachable, for the life of the process. */
+static pthread_mutex_t  nbffi__gone_lock = PTHREAD_MUTEX_INITIALIZER;
+static nbffi_host_t    *nbffi__gone;
+
+
 int
 nbffi_host_new(nbffi_host_t **out, unsigned flags)
 {
@@ -73,6 +79,10 @@ nbffi_host_free(nbffi_host_t *host)
          * they find it gone, so the memory and the lock stay. */
         nbffi__log_gone(&host->log);
         nbffi__done_destroy(&host->done);
+        pthread_mutex_lock(&nbffi__gone_lock);
+        host->gone_next = nbffi__gone;
+        nbffi__gone = host;
+        pthread_mutex_unlock(&nbffi__gone_lock);
         return 0;
     }
 

@@ -61,6 +61,7 @@ struct nbffi__bounded_s {
 static void *nbffi__start_main(void *arg);
 static void nbffi__start_call(nbffi__bounded_t *call);
 static void nbffi__start_late(nbffi__bounded_t *call);
+static void nbffi__start_undo(nbffi__bounded_t *call);
 static void *nbffi__stop_main(void *arg);
 static int nbffi__stop_wait_start(nbffi_runtime_t *rt);
 static int nbffi__stop_fini(nbffi_runtime_t *rt, char *why, size_t len);
@@ -68,6 +69,7 @@ static void nbffi__stop_call(nbffi__bounded_t *call);
 static void nbffi__stop_late(nbffi__bounded_t *call);
 static void nbffi__orphan(nbffi_runtime_t *rt, const char *why);
 static int nbffi__op_start(nbffi_runtime_t *rt, void *(*fn)(void *));
+static void nbffi__op_done(nbffi_runtime_t *rt);
 static void nbffi__op_end(nbffi_runtime_t *rt, nbffi_task_t *task,
     int status, const char *msg);
 static void nbffi__set_state(nbffi_runtime_t *rt, int state);
@@ -335,7 +337,7 @@ nbffi__start_main(void *arg)
         pthread_mutex_unlock(&rt->life_lock);
         if (returned) {
             if (status == 0) {
-                nbffi__start_late(call);
+                nbffi__start_undo(call);
             }
             nbffi__bounded_unref(call);
         }
@@ -366,6 +368,7 @@ nbffi__start_main(void *arg)
 
     task = rt->load_task;
     rt->load_task = NULL;
+    nbffi__op_done(rt);
 
     pthread_mutex_unlock(&rt->life_lock);
 
@@ -403,19 +406,33 @@ nbffi__start_call(nbffi__bounded_t *call)
 }
 
 
-/* init returned after the runtime was failed for it: stop what it began. */
+/*
+ * init returned after the start deadline, on the thread that ran it: stop
+ * what it began.  The runtime failed meanwhile, and the host may be gone.
+ */
 static void
 nbffi__start_late(nbffi__bounded_t *call)
+{
+    nbffi_runtime_t  *rt = call->rt;
+
+    if (call->status == 0) {
+        nbffi__start_undo(call);
+    }
+
+    /* start_main counted it as an orphan of the host: no longer */
+    atomic_fetch_sub(&rt->host->orphans, 1);
+}
+
+
+/* Stops a runtime whose init succeeded after the host gave up on it. */
+static void
+nbffi__start_undo(nbffi__bounded_t *call)
 {
     int               stayed;
     nbffi_runtime_t  *rt = call->rt;
 
-    if (call->status != 0) {
-        return;
-    }
-
-    nbffi_logf(&rt->q, NBFFI_LOG_WARN, "nbffi: %s: init returned after its "
-               "start deadline; stopping the runtime", rt->lib);
+    nbffi_logf(&rt->q, NBFFI_LOG_WARN, "nbffi: %s: init returned after the "
+               "host gave up on it; stopping the runtime", rt->lib);
 
     /* The queue is closed and empty: its threads see end-of-queue. */
     stayed = (rt->fini != NULL)
@@ -483,6 +500,7 @@ nbffi__stop_main(void *arg)
     state = atomic_load(&rt->state);
     task = rt->close_task;
     rt->close_task = NULL;
+    nbffi__op_done(rt);
 
     pthread_mutex_unlock(&rt->life_lock);
 
@@ -661,17 +679,23 @@ nbffi__op_start(nbffi_runtime_t *rt, void *(*fn)(void *))
 
 
 /*
- * The end of an op thread: the host may be freed once ops drops, so that
- * comes last but for the push, which the host's done queue waits for.
+ * With life_lock held, the op's final state set: from here on the op
+ * touches the host only to push its life-cycle task, which the host must
+ * reap before it can be freed.  Under the lock, so that nbffi_runtime_wait
+ * returns only after this.
  */
+static void
+nbffi__op_done(nbffi_runtime_t *rt)
+{
+    atomic_fetch_sub(&rt->host->ops, 1);
+}
+
+
+/* The end of an op thread. */
 static void
 nbffi__op_end(nbffi_runtime_t *rt, nbffi_task_t *task, int status,
     const char *msg)
 {
-    nbffi_host_t  *host = rt->host;
-
-    atomic_fetch_sub(&host->ops, 1);
-
     if (task != NULL) {
         nbffi__task_complete(task, status, msg);
     }

@@ -274,6 +274,7 @@ struct nbffi_host_s {
     uint64_t              freed;
     uint64_t              leaked;
     unsigned              runtimes;     /* handles not yet freed */
+    nbffi_host_t         *gone_next;    /* freed with orphans, see host.c */
 };
 
 

@@ -4,12 +4,24 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 
 #include "harness.h"
 
 #define T_REAP_BATCH  64
+#define T_STASH_MAX   4096
+
+/* Tasks reaped while t_wait_task waited for another one: t_reap returns
+ * them first. */
+static struct {
+    nbffi_host_t  *host;
+    nbffi_task_t  *task;
+} t_stash[T_STASH_MAX];
+static int  t_nstash;
+
+static int t_unstash(nbffi_host_t *host, nbffi_task_t **out, int max);
 
 struct t_ctl *
 t_ctl_get(void)
@@ -29,6 +41,115 @@ t_ctl_get(void)
     return fn();
 }
 
+int
+t_load_wait(nbffi_host_t *host, const char *lib, const char *search_path,
+    const void *cfg, size_t cfg_len, uint32_t max_queue, uint64_t max_payload,
+    int64_t start_deadline, unsigned flags, nbffi_runtime_t **rt, char *err,
+    size_t err_len)
+{
+    int            status;
+    size_t         len;
+    const char    *msg;
+    nbffi_task_t  *task;
+
+    *rt = NULL;
+    task = NULL;
+
+    assert_int_equal(nbffi_runtime_load(host, lib, search_path, cfg, cfg_len,
+                                        max_queue, max_payload,
+                                        start_deadline, flags, rt, &task),
+                     0);
+    assert_non_null(*rt);
+    assert_non_null(task);
+
+    t_wait_task(host, task);
+
+    status = nbffi_task_status(task);
+    msg = nbffi_task_reply(task, &len);
+    if (err != NULL && err_len != 0) {
+        (void) snprintf(err, err_len, "%.*s", (int) len, msg);
+    }
+    nbffi_task_release(task);
+
+    return status;
+}
+
+void
+t_wait_task(nbffi_host_t *host, nbffi_task_t *task)
+{
+    int            i, n, found;
+    int64_t        deadline;
+    nbffi_task_t  *out[T_REAP_BATCH];
+
+    deadline = nbffi_now_ns() + (int64_t) T_WAIT_MS * 1000000;
+    found = 0;
+
+    for (i = 0; i < t_nstash; i++) {
+        if (t_stash[i].task == task) {
+            t_stash[i] = t_stash[--t_nstash];
+            return;
+        }
+    }
+
+    while (!found) {
+        assert_true(nbffi_host_wait(host, deadline));
+        nbffi_host_drain(host);
+
+        n = nbffi_host_reap(host, out, T_REAP_BATCH);
+        assert_true(n >= 0);
+
+        for (i = 0; i < n; i++) {
+            if (out[i] == task) {
+                found = 1;
+                continue;
+            }
+            assert_true(t_nstash < T_STASH_MAX);
+            t_stash[t_nstash].host = host;
+            t_stash[t_nstash].task = out[i];
+            t_nstash++;
+        }
+    }
+}
+
+int
+t_close_free(nbffi_host_t *host, nbffi_runtime_t *rt, int64_t ms)
+{
+    int            status;
+    nbffi_task_t  *task;
+
+    task = NULL;
+    assert_int_equal(nbffi_runtime_close(rt,
+                                         ms ? nbffi_now_ns() + ms * 1000000
+                                            : 0,
+                                         &task), 0);
+    assert_non_null(task);
+
+    t_wait_task(host, task);
+    status = nbffi_task_status(task);
+    nbffi_task_release(task);
+
+    nbffi_runtime_free(rt);
+    return status;
+}
+
+static int
+t_unstash(nbffi_host_t *host, nbffi_task_t **out, int max)
+{
+    int  i, n;
+
+    n = 0;
+    for (i = 0; i < t_nstash && n < max; /* void */) {
+        if (t_stash[i].host == host) {
+            out[n++] = t_stash[i].task;
+            t_stash[i] = t_stash[--t_nstash];
+        } else {
+            i++;
+        }
+    }
+
+    return n;
+}
+
 nbffi_runtime_t *
 t_load_ctl(nbffi_host_t *host, uint32_t max_queue, uint64_t max_payload,
     nbffi_queue_t **q)
@@ -36,13 +157,11 @@ t_load_ctl(nbffi_host_t *host, uint32_t max_queue, uint64_t max_payload,
     char              err[256];
     nbffi_runtime_t  *rt;
 
-    rt = NULL;
     err[0] = '\0';
 
-    assert_int_equal(nbffi_runtime_load(host, T_CTL_PATH, NULL, "", 0,
-                                        max_queue, max_payload, 0, &rt, err,
-                                        sizeof(err)), 0);
-    assert_non_null(rt);
+    assert_int_equal(t_load_wait(host, T_CTL_PATH, NULL, "", 0, max_queue,
+                                 max_payload, 0, 0, &rt, err, sizeof(err)),
+                     0);
 
     if (q != NULL) {
         *q = t_ctl_get()->q;
@@ -76,7 +195,7 @@ t_fx_teardown(void **state)
     fx = *state;
 
     if (fx->rt != NULL) {
-        nbffi_runtime_free(fx->rt);
+        (void) t_close_free(fx->host, fx->rt, T_WAIT_MS);
     }
 
     t_host_finish(fx->host);
@@ -89,21 +208,33 @@ void
 t_host_finish(nbffi_host_t *host)
 {
     int            i, n;
+    int64_t        deadline;
     nbffi_task_t  *out[T_REAP_BATCH];
 
-    do {
-        n = nbffi_host_reap(host, out, T_REAP_BATCH);
-        assert_true(n >= 0);
+    deadline = nbffi_now_ns() + (int64_t) T_WAIT_MS * 1000000;
+
+    for ( ;; ) {
+        n = t_unstash(host, out, T_REAP_BATCH);
+        if (n == 0) {
+            n = nbffi_host_reap(host, out, T_REAP_BATCH);
+            assert_true(n >= 0);
+        }
 
         for (i = 0; i < n; i++) {
             nbffi_task_release(out[i]);
         }
 
-    } while (n > 0);
+        if (n == 0) {
+            if (nbffi_host_tasks_live(host) == 0) {
+                break;
+            }
+            assert_true(nbffi_host_wait(host, deadline));
+        }
+    }
 
-    assert_int_equal(nbffi_host_tasks_live(host), 0);
     assert_int_equal(nbffi_host_tasks_allocated(host),
-                     nbffi_host_tasks_freed(host));
+                     nbffi_host_tasks_freed(host)
+                     + nbffi_host_tasks_leaked(host));
     assert_int_equal(nbffi_host_free(host), 0);
 }
 
@@ -180,6 +311,11 @@ t_reap(nbffi_host_t *host, nbffi_task_t **out, int max)
 
     fd = nbffi_host_fd(host);
     assert_true(fd >= 0);
+
+    n = t_unstash(host, out, max);
+    if (n > 0) {
+        return n;
+    }
 
     for ( ;; ) {
         nbffi_host_drain(host);

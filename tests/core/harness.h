@@ -29,6 +29,28 @@ struct t_fx {
 /* The state of the libt_ctl.so that the core loaded. */
 struct t_ctl *t_ctl_get(void);
 
+/*
+ * Starts a runtime and waits for its start to end; returns the load task's
+ * status and writes its message (NUL-terminated) to err.  *rt is set either
+ * way: free it with t_close_free.
+ */
+int t_load_wait(nbffi_host_t *host, const char *lib, const char *search_path,
+    const void *cfg, size_t cfg_len, uint32_t max_queue, uint64_t max_payload,
+    int64_t start_deadline, unsigned flags, nbffi_runtime_t **rt, char *err,
+    size_t err_len);
+
+/*
+ * Reaps until task (a life-cycle task, or a call) is among the reaped;
+ * other tasks reaped meanwhile are kept for t_reap.  Does not release it.
+ */
+void t_wait_task(nbffi_host_t *host, nbffi_task_t *task);
+
+/*
+ * Closes rt with a deadline ms from now (0: none), waits for the close
+ * task, frees rt and returns the close task's status.
+ */
+int t_close_free(nbffi_host_t *host, nbffi_runtime_t *rt, int64_t ms);
+
 /* Loads libt_ctl.so on host; *q is the new runtime's queue. */
 nbffi_runtime_t *t_load_ctl(nbffi_host_t *host, uint32_t max_queue,
     uint64_t max_payload, nbffi_queue_t **q);
@@ -41,8 +63,8 @@ int t_fx_teardown(void **state);
     cmocka_unit_test_setup_teardown(fn, t_fx_setup, t_fx_teardown)
 
 /*
- * Reaps and releases what is left, checks that every task was freed and
- * frees the host.
+ * Reaps and releases what is left (waiting for it), checks that every task
+ * was freed or leaked and frees the host.
  */
 void t_host_finish(nbffi_host_t *host);
 

@@ -9,6 +9,7 @@
 #define T_RT_CTL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include <nbffi.h>
 
@@ -16,9 +17,19 @@
 
 struct t_ctl {
     nbffi_queue_t  *q;                 /* queue of the latest init       */
+    void           *data;              /* what init handed back          */
     unsigned        inits;
     pthread_t       init_thread;
-    unsigned        finis;
+    int             init_blocked_hup;  /* signals blocked during init    */
+    int             init_blocked_quit;
+    /* fini may run late on a core thread, while a test runs: atomics */
+    atomic_uint     finis;
+    _Atomic(void *) fini_data;         /* what fini received             */
+    _Atomic int64_t fini_deadline;
+    _Atomic(pthread_t) fini_thread;
+    atomic_int      fini_stayed;       /* what fini returns              */
+    atomic_long     fini_hang_ms;      /* fini sleeps this long first    */
+    atomic_uint     fini_returned;
     unsigned char   cfg[T_CTL_CFG_MAX];
     size_t          cfg_len;
     /* Called by fini, e.g. to join the test's popper threads.  Cleared
@@ -28,8 +39,9 @@ struct t_ctl {
 };
 
 /*
- * cfg "fail:MSG" makes init fail with MSG as its message; any other cfg is
- * recorded in cfg/cfg_len and init succeeds.
+ * cfg "fail:MSG" makes init fail with MSG as its message; "hang:MS" makes
+ * it sleep MS milliseconds first; any cfg is recorded in cfg/cfg_len and
+ * init succeeds.
  */
 struct t_ctl *t_ctl(void);
 

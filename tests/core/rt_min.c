@@ -29,9 +29,10 @@ nbffi_runtime_abi(void)
 #ifndef T_NO_INIT
 int
 nbffi_runtime_init(nbffi_queue_t *q, const void *cfg, size_t cfg_len,
-    char *err, size_t err_len)
+    void **data, char *err, size_t err_len)
 {
     (void) q;
+    (void) data;
     (void) cfg;
     (void) cfg_len;
     (void) err;

@@ -37,22 +37,24 @@ t_host_teardown(void **state)
     return 0;
 }
 
+/* Starts a runtime and waits for the start; l->rt is to be freed. */
 static void
 t_load(struct t_load *l, const char *lib, const char *search_path,
     const void *cfg, size_t cfg_len, unsigned flags)
 {
-    l->rt = NULL;
     memset(l->err, 'X', sizeof(l->err));
 
-    l->rc = nbffi_runtime_load(host, lib, search_path, cfg, cfg_len, 0, 0,
-                               flags, &l->rt, l->err, sizeof(l->err));
+    l->rc = t_load_wait(host, lib, search_path, cfg, cfg_len, 0, 0, 0,
+                        flags, &l->rt, l->err, sizeof(l->err));
 
-    if (l->rc == 0) {
-        assert_non_null(l->rt);
-    } else {
-        /* The message is NUL-terminated within err. */
-        assert_non_null(memchr(l->err, '\0', sizeof(l->err)));
-    }
+    assert_int_equal(nbffi_runtime_state(l->rt),
+                     l->rc == 0 ? NBFFI_RT_READY : NBFFI_RT_FAILED);
+}
+
+static void
+t_unload(struct t_load *l)
+{
+    assert_int_equal(t_close_free(host, l->rt, T_WAIT_MS), 0);
 }
 
 /* Loads, expects success, frees. */
@@ -63,15 +65,23 @@ t_load_ok(const char *lib, const char *search_path)
 
     t_load(&l, lib, search_path, "", 0, 0);
     assert_int_equal(l.rc, 0);
-    nbffi_runtime_free(l.rt);
+    t_unload(&l);
 }
 
 static void
 t_load_fails(struct t_load *l, const char *lib, int rc)
 {
+    const char  *msg;
+
     t_load(l, lib, NULL, "", 0, 0);
     assert_int_equal(l->rc, rc);
     assert_true(l->err[0] != '\0');
+
+    /* The runtime keeps the same status and message. */
+    assert_int_equal(nbffi_runtime_error(l->rt, &msg), rc);
+    assert_string_equal(msg, l->err);
+
+    t_unload(l);
 }
 
 static void
@@ -133,6 +143,7 @@ test_load_missing_name(void **state)
     t_load(&l, "nbffi_no_such_runtime", "/nonexistent-nbffi-dir", "", 0, 0);
     assert_int_equal(l.rc, NBFFI_ELOAD);
     assert_non_null(strstr(l.err, "nbffi_no_such_runtime"));
+    t_unload(&l);
 }
 
 static void
@@ -182,25 +193,29 @@ test_load_init_failure_message(void **state)
 
     t_load(&l, T_CTL_PATH, NULL, "fail:no database at /x", 22, 0);
     assert_int_equal(l.rc, NBFFI_EINIT);
-    assert_non_null(strstr(l.err, "no database at /x"));
+    assert_non_null(strstr(l.err, T_CTL_PATH ": init failed: "
+                                  "no database at /x"));
+    t_unload(&l);
 }
 
 static void
-test_load_error_truncated(void **state)
+test_load_init_message_long(void **state)
 {
-    int               rc;
-    char              err[8];
-    const char       *cfg = "fail:a message much longer than err";
-    nbffi_runtime_t  *rt;
+    char           cfg[3000];
+    const char    *msg;
+    struct t_load  l;
 
     (void) state;
 
-    memset(err, 'X', sizeof(err));
-    rc = nbffi_runtime_load(host, T_CTL_PATH, NULL, cfg, strlen(cfg), 0, 0,
-                            0, &rt, err, sizeof(err));
+    /* A message longer than any buffer is cut, still NUL-terminated. */
+    memcpy(cfg, "fail:", 5);
+    memset(cfg + 5, 'm', sizeof(cfg) - 5);
 
-    assert_int_equal(rc, NBFFI_EINIT);
-    assert_non_null(memchr(err, '\0', sizeof(err)));
+    t_load(&l, T_CTL_PATH, NULL, cfg, sizeof(cfg), 0);
+    assert_int_equal(l.rc, NBFFI_EINIT);
+    assert_int_equal(nbffi_runtime_error(l.rt, &msg), NBFFI_EINIT);
+    assert_true(strlen(msg) > 100 && strlen(msg) < sizeof(cfg));
+    t_unload(&l);
 }
 
 static void
@@ -219,7 +234,7 @@ test_load_cfg_with_nul_bytes(void **state)
     assert_int_equal(ctl->cfg_len, sizeof(cfg));
     assert_memory_equal(ctl->cfg, cfg, sizeof(cfg));
 
-    nbffi_runtime_free(l.rt);
+    t_unload(&l);
 }
 
 static void
@@ -233,11 +248,32 @@ test_load_empty_cfg(void **state)
     assert_int_equal(l.rc, 0);
     assert_int_equal(t_ctl_get()->cfg_len, 0);
 
-    nbffi_runtime_free(l.rt);
+    t_unload(&l);
 }
 
 static void
-test_load_init_on_calling_thread(void **state)
+test_load_init_on_core_thread(void **state)
+{
+    struct t_ctl   *ctl;
+    struct t_load   l;
+
+    (void) state;
+
+    t_load(&l, T_CTL_PATH, NULL, "", 0, 0);
+    assert_int_equal(l.rc, 0);
+
+    /* Never on the host thread, and nginx's signals never reach it nor
+     * the threads it starts. */
+    ctl = t_ctl_get();
+    assert_false(pthread_equal(ctl->init_thread, pthread_self()));
+    assert_true(ctl->init_blocked_hup);
+    assert_true(ctl->init_blocked_quit);
+
+    t_unload(&l);
+}
+
+static void
+test_load_data_reaches_fini(void **state)
 {
     struct t_ctl   *ctl;
     struct t_load   l;
@@ -248,9 +284,11 @@ test_load_init_on_calling_thread(void **state)
     assert_int_equal(l.rc, 0);
 
     ctl = t_ctl_get();
-    assert_true(pthread_equal(ctl->init_thread, pthread_self()));
+    ctl->fini_data = NULL;
+    t_unload(&l);
 
-    nbffi_runtime_free(l.rt);
+    assert_ptr_equal(ctl->fini_data, ctl->data);
+    assert_false(pthread_equal(ctl->fini_thread, pthread_self()));
 }
 
 static void
@@ -275,16 +313,18 @@ test_load_twice_two_runtimes(void **state)
     assert_ptr_not_equal(ctl->q, q1);
     assert_ptr_not_equal(l1.rt, l2.rt);
 
-    nbffi_runtime_free(l1.rt);
-    nbffi_runtime_free(l2.rt);
+    t_unload(&l1);
+    t_unload(&l2);
 }
 
 static void
-test_fini_called_once_by_free(void **state)
+test_fini_called_once_by_close(void **state)
 {
-    unsigned        finis;
-    struct t_ctl   *ctl;
-    struct t_load   l;
+    unsigned          finis;
+    int64_t           deadline;
+    struct t_ctl     *ctl;
+    struct t_load     l;
+    nbffi_task_t     *task;
 
     (void) state;
 
@@ -293,8 +333,18 @@ test_fini_called_once_by_free(void **state)
     ctl = t_ctl_get();
     finis = ctl->finis;
 
-    nbffi_runtime_close(l.rt);
-    assert_int_equal(ctl->finis, finis);
+    deadline = nbffi_now_ns() + (int64_t) T_WAIT_MS * 1000000;
+    assert_int_equal(nbffi_runtime_close(l.rt, deadline, &task), 0);
+    assert_int_equal(nbffi_runtime_wait(l.rt, 0), NBFFI_RT_CLOSED);
+    assert_int_equal(ctl->finis, finis + 1);
+    assert_true(ctl->fini_deadline == deadline);
+
+    /* A second close is refused and calls nothing. */
+    assert_int_equal(nbffi_runtime_close(l.rt, 0, NULL), NBFFI_EALREADY);
+
+    t_wait_task(host, task);
+    t_reply_is(task, 0, NULL);
+    nbffi_task_release(task);
 
     nbffi_runtime_free(l.rt);
     assert_int_equal(ctl->finis, finis + 1);
@@ -320,7 +370,7 @@ test_load_local_by_default(void **state)
     assert_int_equal(l.rc, 0);
     assert_null(dlsym(RTLD_DEFAULT, "t_marker_local"));
 
-    nbffi_runtime_free(l.rt);
+    t_unload(&l);
 }
 
 static void
@@ -334,29 +384,29 @@ test_load_global_flag(void **state)
     assert_int_equal(l.rc, 0);
     assert_non_null(dlsym(RTLD_DEFAULT, "t_marker_global"));
 
-    nbffi_runtime_free(l.rt);
+    t_unload(&l);
 }
 
 static void
-test_load_empty_name(void **state)
+test_load_bad_arguments(void **state)
 {
-    struct t_load  l;
+    nbffi_task_t     *task;
+    nbffi_runtime_t  *rt;
 
     (void) state;
 
-    t_load_fails(&l, "", NBFFI_EINVAL);
-}
+    rt = NULL;
+    task = NULL;
 
-static void
-test_load_cfg_null_with_length(void **state)
-{
-    struct t_load  l;
-
-    (void) state;
-
-    t_load(&l, T_CTL_PATH, NULL, NULL, 3, 0);
-    assert_int_equal(l.rc, NBFFI_EINVAL);
-    assert_true(l.err[0] != '\0');
+    /* Refused at once: nothing started, nothing to free. */
+    assert_int_equal(nbffi_runtime_load(host, "", NULL, NULL, 0, 0, 0, 0, 0,
+                                        &rt, &task), NBFFI_EINVAL);
+    assert_int_equal(nbffi_runtime_load(host, T_CTL_PATH, NULL, NULL, 3, 0,
+                                        0, 0, 0, &rt, &task), NBFFI_EINVAL);
+    assert_int_equal(nbffi_runtime_load(host, T_CTL_PATH, NULL, "", 0, 0, 0,
+                                        0, 0x80, &rt, &task), NBFFI_EINVAL);
+    assert_null(rt);
+    assert_null(task);
 }
 
 #define T_HOST(fn)                                                           \
@@ -376,17 +426,17 @@ main(void)
         T_HOST(test_load_missing_abi),
         T_HOST(test_load_abi_mismatch),
         T_HOST(test_load_init_failure_message),
-        T_HOST(test_load_error_truncated),
+        T_HOST(test_load_init_message_long),
         T_HOST(test_load_cfg_with_nul_bytes),
         T_HOST(test_load_empty_cfg),
-        T_HOST(test_load_init_on_calling_thread),
+        T_HOST(test_load_init_on_core_thread),
+        T_HOST(test_load_data_reaches_fini),
         T_HOST(test_load_twice_two_runtimes),
-        T_HOST(test_fini_called_once_by_free),
+        T_HOST(test_fini_called_once_by_close),
         T_HOST(test_free_without_fini),
         T_HOST(test_load_local_by_default),
         T_HOST(test_load_global_flag),
-        T_HOST(test_load_empty_name),
-        T_HOST(test_load_cfg_null_with_length),
+        T_HOST(test_load_bad_arguments),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -11,7 +11,7 @@ from harness import Nginx, build_dir, lua_module_lines
 HERE = Path(__file__).resolve().parent
 INIT_WORKER = 'assert(require("resty.nbffi").init())'
 EXIT_LINE = re.compile(r"nbffi: worker exit: tasks allocated=(\d+) "
-                       r"freed=(\d+) live=(\d+)")
+                       r"freed=(\d+) leaked=(\d+) live=(\d+)")
 
 
 @pytest.fixture(scope="session")
@@ -68,25 +68,28 @@ def nginx(tmp_path, nbffi_build):
 
 
 def exit_counters(ngx, skip=0):
-    """[(allocated, freed, live)] from the workers' exit lines, less the
-    first skip ones."""
+    """[(allocated, freed, leaked, live)] from the workers' exit lines,
+    less the first skip ones."""
     return [tuple(map(int, m.groups()))
             for m in EXIT_LINE.finditer(ngx.error_log())][skip:]
 
 
 @pytest.fixture
 def balanced():
-    """balanced(ngx, workers=N): stops ngx and asserts that each of the N
-    workers that used nbffi since the test got ngx logged its exit and
-    freed every task it allocated (invariant 2).  Returns the counters."""
-    def check(ngx, workers=None):
+    """balanced(ngx, workers=N, leaked=False): stops ngx and asserts that
+    each of the N workers that used nbffi since the test got ngx logged its
+    exit and freed every task it allocated (invariant 2) -- or, with
+    leaked=True, leaked the rest on purpose for an orphaned runtime.
+    Returns the counters."""
+    def check(ngx, workers=None, leaked=False):
         assert ngx.quit(), "nginx needed SIGKILL after QUIT"
         counters = exit_counters(ngx, ngx.exits_before)
         assert counters, "no 'nbffi: worker exit' line in the error log"
         if workers is not None:
             assert len(counters) == workers, counters
-        for allocated, freed, live in counters:
-            assert allocated == freed and live == 0, counters
+        for allocated, freed, nleaked, live in counters:
+            assert allocated == freed + nleaked and live == 0, counters
+            assert leaked or nleaked == 0, counters
         return counters
     return check
 

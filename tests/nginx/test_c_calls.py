@@ -146,21 +146,22 @@ def test_rewrite_access_content_timer_coroutine(echo_nginx, spin):
         "REWRITE ACCESS CONTENT TIMER COROUTINE THREAD\n"
 
 
-def test_call_before_the_dispatcher_runs(echo_nginx):
-    # Without nbffi.init() the first load starts the dispatcher in a timer,
-    # which cannot run before this handler yields: the call reaps by itself.
+def test_first_load_in_a_handler(echo_nginx):
+    # Without nbffi.init() the first load makes the host and starts the
+    # dispatcher in a timer; the load yields until the runtime is ready,
+    # which lets the dispatcher start: the call is delivered by it.
     ngx = echo_nginx(init_worker="", server="""
     location = /t {
         content_by_lua_block {
             local nbffi = require "resty.nbffi"
             local rt = require("echo_rt").rt()
-            local before = nbffi.host_stats().dispatching
+            local state = rt:state()
             local reply, err = rt:call("echo", "early", { spin = 0 })
-            ngx.say(tostring(before), " ", reply, " ",
+            ngx.say(state, " ", reply, " ",
                     tostring(nbffi.host_stats().dispatching))
         }
     }""")
-    assert ngx.request("/t").text == "false early true\n"
+    assert ngx.request("/t").text == "ready early true\n"
 
 
 def test_runtime_log_reaches_error_log(echo_nginx):

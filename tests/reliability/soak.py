@@ -138,7 +138,7 @@ def soak(ngx, lang, seconds, connections, warmup):
         res.problems.append("nginx needed SIGKILL")
     counters = exit_counters(ngx)
     if counters:
-        res.allocated, res.freed, _ = counters[-1]
+        res.allocated, res.freed, _, _ = counters[-1]
     res.problems += ngx.bad_lines()[:5]
     res.check()
     return res

@@ -1,0 +1,511 @@
+/*
+ * The life of a runtime (ABI v2): starts and stops on core threads, each
+ * bounded by a deadline; a runtime whose threads stay is orphaned; a task
+ * is answered at most once.
+ *
+ * t_ctl plays the runtime: "hang:MS" makes its init sleep, fini_hang_ms
+ * makes its fini sleep, fini_stayed is what its fini returns, and the
+ * tests pop and answer its tasks themselves.
+ */
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+/* How long an init or fini "hangs": past the deadlines below, short
+ * enough that the late returns happen within the test. */
+#define T_HANG_MS      400
+#define T_DEADLINE_MS  50
+
+/* A late init or fini returns on an unjoined thread: by design. */
+const char *__tsan_default_options(void);
+
+const char *
+__tsan_default_options(void)
+{
+    return "report_thread_leaks=0";
+}
+
+static nbffi_host_t  *host;
+
+static int
+t_host_setup(void **state)
+{
+    (void) state;
+
+    assert_int_equal(nbffi_host_new(&host, NBFFI_HOST_LOG_QUEUE), 0);
+
+    return 0;
+}
+
+static int
+t_host_teardown(void **state)
+{
+    (void) state;
+
+    t_host_finish(host);
+
+    return 0;
+}
+
+static int64_t
+t_after_ms(int64_t ms)
+{
+    return nbffi_now_ns() + ms * 1000000;
+}
+
+/* The next runtime log line, or "" when none is queued. */
+static const char *
+t_log_line(void)
+{
+    static char  buf[1024];
+
+    if (nbffi_host_log_next(host, NULL, buf, sizeof(buf), NULL) <= 0) {
+        buf[0] = '\0';
+    }
+
+    return buf;
+}
+
+/* Waits (bounded) until t_ctl's fini has returned n times in all: a fini
+ * that returns late gives no other sign. */
+static void
+t_wait_finis(unsigned n)
+{
+    int              i;
+    struct timespec  ms = { 0, 1000000 };
+
+    for (i = 0; i < T_WAIT_MS && t_ctl_get()->fini_returned < n; i++) {
+        (void) nanosleep(&ms, NULL);
+    }
+    assert_true(t_ctl_get()->fini_returned >= n);
+}
+
+static void
+t_ctl_reset(void)
+{
+    struct t_ctl  *ctl;
+
+    ctl = t_ctl_get();
+    ctl->fini_hang_ms = 0;
+    ctl->fini_stayed = 0;
+    ctl->on_fini = NULL;
+}
+
+/* Loads t_ctl with cfg, without waiting; *task is the load task. */
+static nbffi_runtime_t *
+t_start(const char *cfg, int64_t deadline, nbffi_task_t **task)
+{
+    nbffi_runtime_t  *rt;
+
+    rt = NULL;
+    assert_int_equal(nbffi_runtime_load(host, T_CTL_PATH, NULL, cfg,
+                                        strlen(cfg), 0, 0, deadline, 0, &rt,
+                                        task), 0);
+    assert_non_null(rt);
+
+    return rt;
+}
+
+static nbffi_runtime_t *
+t_ready(void)
+{
+    char              err[256];
+    nbffi_runtime_t  *rt;
+
+    assert_int_equal(t_load_wait(host, T_CTL_PATH, NULL, "", 0, 0, 0, 0, 0,
+                                 &rt, err, sizeof(err)), 0);
+    t_ctl_reset();
+
+    return rt;
+}
+
+static void
+test_load_returns_while_starting(void **state)
+{
+    char              cfg[32];
+    nbffi_task_t     *task, *call;
+    nbffi_runtime_t  *rt;
+
+    (void) state;
+
+    (void) snprintf(cfg, sizeof(cfg), "hang:%d", T_HANG_MS);
+    rt = t_start(cfg, 0, &task);
+
+    /* init sleeps on a core thread: the load returned before it did */
+    assert_int_equal(nbffi_runtime_state(rt), NBFFI_RT_STARTING);
+
+    /* A call posted meanwhile waits in the queue. */
+    call = t_call(host, rt, "m", "early");
+
+    t_wait_task(host, task);
+    t_reply_is(task, 0, NULL);
+    nbffi_task_release(task);
+    assert_int_equal(nbffi_runtime_state(rt), NBFFI_RT_READY);
+
+    t_ctl_reset();
+    assert_ptr_equal(t_pop1(t_ctl_get()->q), call);
+    assert_int_equal(nbffi_task_respond(call, 0, "ok", 2), 0);
+    t_wait_task(host, call);
+    t_reply_is(call, 0, "ok");
+    nbffi_task_release(call);
+
+    assert_int_equal(t_close_free(host, rt, T_WAIT_MS), 0);
+}
+
+static void
+test_failed_start_fails_queued_and_later_calls(void **state)
+{
+    const char       *msg;
+    nbffi_task_t     *task, *call;
+    nbffi_task_t     *out;
+    nbffi_runtime_t  *rt;
+
+    (void) state;
+
+    rt = t_start("fail:no model at /m", 0, &task);
+    call = t_call(host, rt, "m", "queued before the failure");
+
+    t_wait_task(host, task);
+    assert_int_equal(nbffi_task_status(task), NBFFI_EINIT);
+    nbffi_task_release(task);
+
+    /* The queued call learns why, not just "closed". */
+    t_wait_task(host, call);
+    t_reply_is(call, NBFFI_EINIT, T_CTL_PATH ": init failed: no model at /m");
+    nbffi_task_release(call);
+
+    out = NULL;
+    assert_int_equal(nbffi_call(host, rt, "m", 1, "x", 1, 0, 0, &out),
+                     NBFFI_EINIT);
+    assert_null(out);
+    assert_int_equal(nbffi_runtime_error(rt, &msg), NBFFI_EINIT);
+    assert_non_null(strstr(msg, "no model at /m"));
+
+    /* Closing a failed runtime is immediate; calls then say closed. */
+    assert_int_equal(nbffi_runtime_close(rt, 0, NULL), 0);
+    assert_int_equal(nbffi_runtime_state(rt), NBFFI_RT_CLOSED);
+    assert_int_equal(nbffi_call(host, rt, "m", 1, "x", 1, 0, 0, &out),
+                     NBFFI_ECLOSED);
+    nbffi_runtime_free(rt);
+}
+
+static void
+test_start_deadline(void **state)
+{
+    char              cfg[32];
+    unsigned          finis;
+    nbffi_task_t     *task, *call;
+    nbffi_runtime_t  *rt;
+
+    (void) state;
+
+    finis = t_ctl_get()->finis;
+
+    (void) snprintf(cfg, sizeof(cfg), "hang:%d", T_HANG_MS);
+    rt = t_start(cfg, t_after_ms(T_DEADLINE_MS), &task);
+    call = t_call(host, rt, "m", "x");
+
+    t_wait_task(host, task);
+    assert_int_equal(nbffi_task_status(task), NBFFI_EINIT);
+    assert_non_null(strstr(nbffi_task_reply(task, NULL),
+                           "init did not return within the start deadline"));
+    nbffi_task_release(task);
+
+    t_wait_task(host, call);
+    assert_int_equal(nbffi_task_status(call), NBFFI_EINIT);
+    nbffi_task_release(call);
+
+    assert_int_equal(t_close_free(host, rt, T_WAIT_MS), 0);
+
+    /* The init returns late and is stopped: its fini runs (on the thread
+     * that ran it), without the host. */
+    t_wait_finis(finis + 1);
+    assert_non_null(strstr(t_log_line(), "init returned after the host "
+                                         "gave up on it"));
+}
+
+static void
+test_close_deadline_orphans_hung_fini(void **state)
+{
+    unsigned          returned;
+    nbffi_task_t     *task, *call;
+    nbffi_runtime_t  *rt;
+
+    (void) state;
+
+    rt = t_ready();
+    returned = t_ctl_get()->fini_returned;
+    t_ctl_get()->fini_hang_ms = T_HANG_MS;
+
+    /* A task the "runtime" took and never answered. */
+    call = t_call(host, rt, "m", "payload a stuck handler still reads");
+    assert_ptr_equal(t_pop1(t_ctl_get()->q), call);
+
+    assert_int_equal(nbffi_runtime_close(rt, t_after_ms(T_DEADLINE_MS),
+                                         &task), 0);
+
+    t_wait_task(host, call);
+    t_reply_is(call, NBFFI_ECLOSED, NULL);
+    assert_true(nbffi_task_leaked(call));
+    nbffi_task_release(call);           /* leaked, not freed */
+
+    t_wait_task(host, task);
+    assert_int_equal(nbffi_task_status(task), NBFFI_EORPHANED);
+    assert_non_null(strstr(nbffi_task_reply(task, NULL),
+                           "fini did not return by the close deadline"));
+    nbffi_task_release(task);
+    assert_int_equal(nbffi_runtime_state(rt), NBFFI_RT_ORPHANED);
+    assert_non_null(strstr(t_log_line(), "orphaned"));
+
+    /* The stuck handler answers at last: refused, nothing touched. */
+    assert_int_equal(nbffi_task_respond(call, 0, "late", 4), NBFFI_EALREADY);
+    assert_int_equal(nbffi_host_tasks_leaked(host), 1);
+
+    nbffi_runtime_free(rt);
+    t_wait_finis(returned + 1);
+}
+
+static void
+test_fini_reports_threads_that_stayed(void **state)
+{
+    nbffi_task_t     *task;
+    nbffi_runtime_t  *rt;
+
+    (void) state;
+
+    rt = t_ready();
+    t_ctl_get()->fini_stayed = 3;
+
+    assert_int_equal(nbffi_runtime_close(rt, t_after_ms(T_WAIT_MS), &task),
+                     0);
+    t_wait_task(host, task);
+    assert_int_equal(nbffi_task_status(task), NBFFI_EORPHANED);
+    assert_non_null(strstr(nbffi_task_reply(task, NULL),
+                           "fini reported 3 thread(s) still running"));
+    nbffi_task_release(task);
+    assert_non_null(strstr(t_log_line(), T_CTL_PATH " orphaned"));
+
+    nbffi_runtime_free(rt);
+}
+
+static void
+test_fini_returning_early_orphans(void **state)
+{
+    nbffi_task_t     *task, *call;
+    nbffi_runtime_t  *rt;
+
+    (void) state;
+
+    rt = t_ready();
+
+    /* fini returns 0 (all threads gone) while a task is still held: a
+     * thread of it may still run, so it is not trusted. */
+    call = t_call(host, rt, "m", "x");
+    assert_ptr_equal(t_pop1(t_ctl_get()->q), call);
+
+    assert_int_equal(nbffi_runtime_close(rt, t_after_ms(T_WAIT_MS), &task),
+                     0);
+    t_wait_task(host, call);
+    t_reply_is(call, NBFFI_ECLOSED, NULL);
+    assert_true(nbffi_task_leaked(call));
+    nbffi_task_release(call);
+
+    t_wait_task(host, task);
+    assert_int_equal(nbffi_task_status(task), NBFFI_EORPHANED);
+    assert_non_null(strstr(nbffi_task_reply(task, NULL),
+                           "fini returned with 1 task(s) unanswered"));
+    nbffi_task_release(task);
+
+    /* The "early" thread answers afterwards: refused, no double delivery. */
+    assert_int_equal(nbffi_task_respond(call, 0, "late", 4), NBFFI_EALREADY);
+    assert_false(nbffi_host_pending(host));
+
+    (void) t_log_line();
+    nbffi_runtime_free(rt);
+}
+
+static void
+test_answer_twice_refused(void **state)
+{
+    int               i, n;
+    nbffi_task_t     *task;
+    nbffi_task_t     *out[4];
+    nbffi_runtime_t  *rt;
+
+    (void) state;
+
+    rt = t_ready();
+
+    task = t_call(host, rt, "m", "x");
+    assert_ptr_equal(t_pop1(t_ctl_get()->q), task);
+
+    assert_int_equal(nbffi_task_respond(task, 0, "one", 3), 0);
+    assert_int_equal(nbffi_task_respond(task, 0, "two", 3), NBFFI_EALREADY);
+    assert_int_equal(nbffi_task_respond_owned(task, 0, "three", 5, NULL,
+                                              NULL), NBFFI_EALREADY);
+
+    /* Exactly one completion, with the first answer. */
+    n = t_reap(host, out, 4);
+    assert_int_equal(n, 1);
+    t_reply_is(out[0], 0, "one");
+    nbffi_task_release(out[0]);
+
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(nbffi_host_reap(host, out, 4), 0);
+    }
+
+    /* After the host freed it, an answer is still refused (the set of
+     * held tasks is consulted, not the freed memory). */
+    assert_int_equal(nbffi_task_respond(task, 0, "four", 4), NBFFI_EALREADY);
+
+    assert_int_equal(t_close_free(host, rt, T_WAIT_MS), 0);
+}
+
+static void
+test_close_while_starting_waits_for_start(void **state)
+{
+    char              cfg[32];
+    unsigned          finis;
+    nbffi_task_t     *task, *ctask;
+    nbffi_runtime_t  *rt;
+
+    (void) state;
+
+    finis = t_ctl_get()->finis;
+    (void) snprintf(cfg, sizeof(cfg), "hang:%d", T_HANG_MS / 4);
+    rt = t_start(cfg, 0, &task);
+
+    assert_int_equal(nbffi_runtime_close(rt, t_after_ms(T_WAIT_MS), &ctask),
+                     0);
+    assert_int_equal(nbffi_runtime_wait(rt, 0), NBFFI_RT_CLOSED);
+    assert_int_equal(t_ctl_get()->finis, finis + 1);
+
+    t_wait_task(host, task);
+    t_reply_is(task, 0, NULL);
+    nbffi_task_release(task);
+    t_wait_task(host, ctask);
+    t_reply_is(ctask, 0, NULL);
+    nbffi_task_release(ctask);
+
+    nbffi_runtime_free(rt);
+}
+
+static void
+test_close_deadline_while_init_hangs(void **state)
+{
+    char              cfg[32];
+    unsigned          returned;
+    nbffi_task_t     *task, *ctask;
+    nbffi_runtime_t  *rt;
+
+    (void) state;
+
+    returned = t_ctl_get()->fini_returned;
+    (void) snprintf(cfg, sizeof(cfg), "hang:%d", T_HANG_MS);
+    rt = t_start(cfg, 0, &task);
+
+    assert_int_equal(nbffi_runtime_close(rt, t_after_ms(T_DEADLINE_MS),
+                                         &ctask), 0);
+
+    /* Both life-cycle tasks complete: the host can be freed. */
+    t_wait_task(host, task);
+    assert_int_equal(nbffi_task_status(task), NBFFI_EORPHANED);
+    nbffi_task_release(task);
+    t_wait_task(host, ctask);
+    assert_int_equal(nbffi_task_status(ctask), NBFFI_EORPHANED);
+    assert_non_null(strstr(nbffi_task_reply(ctask, NULL),
+                           "its init did not return by the close deadline"));
+    nbffi_task_release(ctask);
+    assert_non_null(strstr(t_log_line(), "orphaned"));
+    nbffi_runtime_free(rt);
+
+    /* When init returns at last, what it started is stopped. */
+    t_wait_finis(returned + 1);
+}
+
+static void
+test_wait_deadline(void **state)
+{
+    char              cfg[32];
+    nbffi_task_t     *task;
+    nbffi_runtime_t  *rt;
+
+    (void) state;
+
+    (void) snprintf(cfg, sizeof(cfg), "hang:%d", T_HANG_MS);
+    rt = t_start(cfg, 0, &task);
+
+    assert_int_equal(nbffi_runtime_wait(rt, t_after_ms(1)),
+                     NBFFI_RT_STARTING);
+
+    t_wait_task(host, task);
+    nbffi_task_release(task);
+    assert_int_equal(t_close_free(host, rt, T_WAIT_MS), 0);
+}
+
+static void
+test_closed_runtime_gives_its_fd_back(void **state)
+{
+    int               fd;
+    nbffi_queue_t    *q;
+    nbffi_runtime_t  *rt;
+
+    (void) state;
+
+    rt = t_ready();
+    q = t_ctl_get()->q;
+    fd = nbffi_queue_fd(q);
+    assert_true(fd >= 0);
+
+    assert_int_equal(t_close_free(host, rt, T_WAIT_MS), 0);
+
+    /* Closed as soon as the runtime was, not with its memory. */
+    assert_int_equal(fcntl(fd, F_GETFD), -1);
+}
+
+static void
+test_free_closes(void **state)
+{
+    unsigned          finis;
+    nbffi_runtime_t  *rt;
+
+    (void) state;
+
+    rt = t_ready();
+    finis = t_ctl_get()->fini_returned;
+
+    nbffi_runtime_free(rt);
+
+    /* fini runs on a core thread; t_host_finish waits for the host. */
+    t_wait_finis(finis + 1);
+}
+
+#define T_HOST(fn)                                                           \
+    cmocka_unit_test_setup_teardown(fn, t_host_setup, t_host_teardown)
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T_HOST(test_load_returns_while_starting),
+        T_HOST(test_failed_start_fails_queued_and_later_calls),
+        T_HOST(test_start_deadline),
+        T_HOST(test_close_deadline_orphans_hung_fini),
+        T_HOST(test_fini_reports_threads_that_stayed),
+        T_HOST(test_fini_returning_early_orphans),
+        T_HOST(test_answer_twice_refused),
+        T_HOST(test_close_while_starting_waits_for_start),
+        T_HOST(test_close_deadline_while_init_hangs),
+        T_HOST(test_wait_deadline),
+        T_HOST(test_closed_runtime_gives_its_fd_back),
+        T_HOST(test_free_closes),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
