@@ -36,9 +36,13 @@ final class Instance {
 
     private static final Logger LOG = Logger.getLogger("io.nbffi");
 
-    /* How long before the end of close the handlers still running are
-       interrupted (at most a quarter of the time close has). */
+    /* How long before the end of its wait close interrupts the handlers
+       still running (at most a quarter of the time close has). */
     private static final long HURRY_NANOS = TimeUnit.MILLISECONDS.toNanos(200);
+    /* How long before the host's deadline close stops waiting, so that
+       closing the handler and the loader joining the pollers fit in (at
+       most a tenth of the time close has). */
+    private static final long MARGIN_NANOS = TimeUnit.MILLISECONDS.toNanos(50);
 
     private final long queue;
     private final long table;
@@ -188,7 +192,8 @@ final class Instance {
         throws InterruptedException {
         long budget = closeTimeoutNanos;
         if (deadline != 0) {
-            budget = Math.min(budget, Math.max(0, deadline - Native.now()));
+            long left = Math.max(0, deadline - Native.now());
+            budget = Math.min(budget, left - Math.min(MARGIN_NANOS, left / 10));
         }
         long end = System.nanoTime() + budget;
         boolean clean = abort
