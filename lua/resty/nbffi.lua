@@ -480,6 +480,9 @@ end
 
 
 local function result(rec)
+    if rec.err then
+        return nil, rec.err
+    end
     local status = rec.status
     if status == 0 then
         return rec.reply
@@ -614,12 +617,12 @@ function runtime.call(self, method, payload, opts)
     -- two: reaping now saves the cross-thread wake and the yield.
     if spin_ns then
         if spin_ns > 0 and C.nbffi_host_spin(host, task, spin_ns) ~= 0 then
-            dispatcher.reap_all()
+            dispatcher.reap()
         end
     elseif not spin.overlapping(self._spin, now)
            and spin.try(self._spin, host, task)
     then
-        dispatcher.reap_all()
+        dispatcher.reap()
     end
 
     if not rec.done then

@@ -5,6 +5,7 @@
  * cfg is text, space- or newline-separated key=value pairs:
  *   threads=N   runtime threads popping the queue (default 1, at most 16)
  *   fail=MSG    make init fail with MSG (tests of the load error path)
+ *   init_sleep=MS  init sleeps MS milliseconds first (a slow start)
  *
  * Methods:
  *   echo    reply = payload
@@ -16,6 +17,9 @@
  *           it is what a close deadline exists for
  *   count   decimal number of tasks this runtime answered before this one
  *   log     logs the payload at notice level, replies "logged"
+ *   huge    replies with payload (decimal) bytes, default 2 GiB, of a
+ *           read-only anonymous mapping that is never touched: a reply
+ *           too large for the host, at no cost
  * Anything else is a runtime error with status 2.
  */
 
@@ -25,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "nbffi.h"
@@ -63,6 +68,10 @@ static void echo_hold(echo_rt_t *rt, nbffi_task_t *task);
 static void echo_release_held(echo_rt_t *rt);
 static void echo_reply(echo_rt_t *rt, nbffi_task_t *task, int status,
     const void *data, size_t len);
+static void echo_huge(echo_rt_t *rt, nbffi_task_t *task, const char *payload,
+    size_t plen);
+static void echo_unmap(void *data, void *ud);
+static void echo_sleep_ms(long ms);
 
 
 unsigned
@@ -220,6 +229,9 @@ echo_parse_cfg(echo_rt_t *rt, const char *cfg, size_t len, char *err,
             snprintf(err, err_len, "%s", val);
             return -1;
 
+        } else if (klen == 10 && memcmp(key, "init_sleep", 10) == 0) {
+            echo_sleep_ms(strtol(val, NULL, 10));
+
         } else {
             snprintf(err, err_len, "cfg: unknown key \"%.*s\"", (int) klen,
                      key);
@@ -258,12 +270,10 @@ echo_thread(void *arg)
 static void
 echo_handle(echo_rt_t *rt, nbffi_task_t *task)
 {
-    long             ms;
     char             buf[32];
     char            *up;
     size_t           mlen, plen, i;
     const char      *method, *payload;
-    struct timespec  ts;
 
     method = nbffi_task_method(task, &mlen);
     payload = nbffi_task_payload(task, &plen);
@@ -290,11 +300,11 @@ echo_handle(echo_rt_t *rt, nbffi_task_t *task)
         snprintf(buf, sizeof(buf), "%.*s",
                  (int) (plen < sizeof(buf) - 1 ? plen : sizeof(buf) - 1),
                  payload);
-        ms = strtol(buf, NULL, 10);
-        ts.tv_sec = ms / 1000;
-        ts.tv_nsec = (ms % 1000) * 1000000;
-        while (nanosleep(&ts, &ts) != 0) { /* EINTR: sleep the rest */ }
+        echo_sleep_ms(strtol(buf, NULL, 10));
         echo_reply(rt, task, 0, "slept", 5);
+
+    } else if (strcmp(method, "huge") == 0) {
+        echo_huge(rt, task, payload, plen);
 
     } else if (strcmp(method, "error") == 0) {
         echo_reply(rt, task, 1, payload, plen);
@@ -365,4 +375,52 @@ echo_release_held(echo_rt_t *rt)
         echo_reply(rt, rt->held[i], 0, "released", 8);
     }
     pthread_mutex_unlock(&rt->hold_lock);
+}
+
+
+static void
+echo_huge(echo_rt_t *rt, nbffi_task_t *task, const char *payload,
+    size_t plen)
+{
+    char    buf[32];
+    void   *p;
+    size_t  len;
+
+    snprintf(buf, sizeof(buf), "%.*s",
+             (int) (plen < sizeof(buf) - 1 ? plen : sizeof(buf) - 1),
+             payload);
+    len = plen ? strtoull(buf, NULL, 10) : (size_t) 1 << 31;
+
+    p = mmap(NULL, len ? len : 1, PROT_READ,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+        echo_reply(rt, task, 3, "mmap failed", 11);
+        return;
+    }
+
+    atomic_fetch_add(&rt->answered, 1);
+    if (nbffi_task_respond_owned(task, 0, p, len, echo_unmap,
+                                 (void *) (uintptr_t) (len ? len : 1))
+        != 0)
+    {
+        echo_unmap(p, (void *) (uintptr_t) (len ? len : 1));
+    }
+}
+
+
+static void
+echo_unmap(void *data, void *ud)
+{
+    (void) munmap(data, (size_t) (uintptr_t) ud);
+}
+
+
+static void
+echo_sleep_ms(long ms)
+{
+    struct timespec  ts;
+
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (ms % 1000) * 1000000;
+    while (nanosleep(&ts, &ts) != 0) { /* EINTR: sleep the rest */ }
 }

@@ -61,11 +61,12 @@ def build_dir():
     return Path(os.environ.get("NBFFI_BUILD", REPO / "build")).resolve()
 
 
-def preload_env():
+def preload_env(extra=None):
     """$NBFFI_NGINX_PRELOAD (e.g. libasan.so, for a sanitizer build of
-    libnbffi in $NBFFI_BUILD) as LD_PRELOAD for nginx."""
-    lib = os.environ.get("NBFFI_NGINX_PRELOAD")
-    return {"LD_PRELOAD": lib} if lib else {}
+    libnbffi in $NBFFI_BUILD), then extra, as LD_PRELOAD for nginx."""
+    libs = [lib for lib in (os.environ.get("NBFFI_NGINX_PRELOAD"), extra)
+            if lib]
+    return {"LD_PRELOAD": ":".join(libs)} if libs else {}
 
 
 def free_port():
@@ -180,7 +181,8 @@ class Nginx:
                 stdin=subprocess.DEVNULL,
                 stdout=open(self.prefix / "logs" / "stdout.log", "ab"),
                 stderr=open(self.prefix / "logs" / "stderr.log", "ab"),
-                env={**os.environ, **self.env, **preload_env()})
+                env={**os.environ, **self.env,
+                     **preload_env(self.env.get("LD_PRELOAD"))})
             if self._wait_ready(timeout):
                 return self
             self.proc.wait(timeout)

@@ -53,6 +53,9 @@ local MAX_WAIT = 86400          -- s in one sema:wait (it takes int ms)
 local LOG_BUF = 4096
 -- LuaJIT's longest string (LJ_MAX_STR): a longer reply cannot be returned.
 local MAX_STRING = 0x7fffff00
+-- Replies from this size on are copied under pcall: their allocation may
+-- fail.  Smaller ones are copied directly, on the JIT-compiled path.
+local BIG_REPLY = 1048576
 
 local LEVELS = {
     [3] = ERR, [4] = WARN, [5] = NOTICE, [6] = INFO, [7] = DEBUG,
@@ -110,12 +113,19 @@ local function deliver(task)
         local p = C.nbffi_task_reply(task, len_out)
         local len = tonumber(len_out[0])
         rec.status = C.nbffi_task_status(task)
-        if len > MAX_STRING then
-            rec.status = core.E2BIG
-            rec.reply = "reply too large for a Lua string: " .. len
-                        .. " bytes (the most is " .. MAX_STRING .. ")"
-        else
+        if len < BIG_REPLY then
             rec.reply = ffi_string(p, len)
+        elseif len > MAX_STRING then
+            rec.err = "reply too large for a Lua string: " .. len
+                      .. " bytes (the most is " .. MAX_STRING .. ")"
+        else
+            local ok, reply = pcall(ffi_string, p, len)
+            if ok then
+                rec.reply = reply
+            else
+                rec.err = "cannot copy a reply of " .. len .. " bytes: "
+                          .. tostring(reply)
+            end
         end
         rec.done = true
     end
@@ -132,7 +142,11 @@ local function deliver(task)
     end
     local on_done = rec.on_done
     if on_done then
-        on_done(rec)
+        local ok, err = pcall(on_done, rec)
+        if not ok then
+            errors = errors + 1
+            log(ERR, "nbffi: ", err)
+        end
     end
 end
 
@@ -148,8 +162,7 @@ local function deliver_failed(err)
     if not rec or rec.gone then
         return
     end
-    rec.status = core.EINVAL
-    rec.reply = "cannot deliver the reply: " .. tostring(err)
+    rec.err = "cannot deliver the reply: " .. tostring(err)
     rec.done = true
     local sema = rec.sema
     if sema and not vm_closing then
@@ -180,6 +193,10 @@ end
 
 -- Drains every completion.  An error fails the one call it came from.
 local function reap_all()
+    if current then
+        -- an error escaped from reap() below
+        deliver_failed("interrupted by an error")
+    end
     while true do
         local ok, err = pcall(reap_batches)
         if ok then
@@ -190,6 +207,20 @@ local function reap_all()
         log(ERR, "nbffi: error while delivering a reply: ", err)
     end
 end
+
+
+-- reap_all, unprotected, for the JIT-compiled paths (a trace cannot return
+-- into pcall): a caller whose spin found its reply, and the dispatcher's
+-- loop, which runs under one pcall.  Delivery raises on nothing but a
+-- broken VM or an injected fault; should it, the error goes up with
+-- current set, and whoever catches it calls deliver_failed.
+local function reap()
+    if current then
+        return reap_all()
+    end
+    return reap_batches()
+end
+_M.reap = reap
 _M.reap_all = reap_all
 
 
@@ -213,7 +244,7 @@ end
 _M.drain_logs = drain_logs
 
 
--- What the dispatcher does on each wake-up.
+-- What the tick does when no dispatcher runs.
 local function serve()
     reap_all()
     drain_logs()
@@ -259,7 +290,8 @@ local function connect_notifier()
 end
 
 
--- The dispatcher's loop: raises only when the notifier breaks.
+-- The dispatcher's loop.  It runs under one pcall (in dispatch), not one
+-- per wake-up, so that its work is JIT-compiled.
 local function run(sock)
     dispatching = true
     while true do
@@ -267,11 +299,9 @@ local function run(sock)
         if not data and err ~= "timeout" then
             error("notifier read failed: " .. tostring(err), 0)
         end
-        local ok, serr = pcall(serve)
-        if not ok then
-            errors = errors + 1
-            log(ERR, "nbffi: dispatcher: ", serr, " (it carries on)")
-        end
+        reap()
+        drain_logs()
+        waiters.sweep(now_ns())
         if worker_exiting() then
             return
         end
@@ -305,14 +335,23 @@ local function dispatch(premature)
     dispatching = false
     dispatcher_started = false
     sock:close()
-    waiters.wake_all()
 
     if not ok then
         errors = errors + 1
-        -- the tick restarts it within a second
-        log(ERR, "nbffi: dispatcher: ", err, "; callers reap by themselves"
-            .. " until it restarts")
+        if current then
+            -- one reply could not be delivered: fail that call only, and
+            -- carry on with the rest of its batch at once
+            deliver_failed(err)
+            log(ERR, "nbffi: error while delivering a reply: ", err)
+            start_dispatcher()
+        else
+            -- the tick restarts it within a second
+            log(ERR, "nbffi: dispatcher: ", err, "; callers reap by"
+                .. " themselves until it restarts")
+        end
     end
+
+    waiters.wake_all()
 end
 
 

@@ -11,7 +11,8 @@
 --   sema      the semaphore its waiters wait on, while they do
 --   nwait     how many wait on it (a load may have several)
 --   gone      nobody waits any more: drop the result
---   done      the result is in: status, reply
+--   done      the result is in: status, reply; or err, when the reply
+--             could not be delivered
 --   on_done   called with the record once the result is in (life-cycle
 --             tasks: the runtime object follows its state)
 
