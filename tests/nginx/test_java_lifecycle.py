@@ -278,7 +278,28 @@ def test_reload_with_a_handler_that_never_returns(java_nginx, balanced):
                    r" orphaned: ")
     # the new worker serves; QUIT ends nginx
     assert ngx.get("/call?m=echo&p=new").text == "new"
-    balanced(ngx, workers=2, leaked=True)
+    counters = balanced(ngx, workers=2, leaked=True)
+    # no view of its payload was taken: close answered the call, so nbffi
+    # had to keep no task's memory
+    assert [c[2] for c in counters] == [0, 0], counters
+
+
+def test_reload_with_a_handler_that_never_returns_and_no_caller(
+        java_nginx, balanced):
+    # The caller gave up long ago, the poller is still stuck: no request
+    # holds the old worker, so its runtime gets the whole
+    # worker_shutdown_timeout, then is orphaned.
+    ngx = java_nginx(main="worker_shutdown_timeout 2s;")
+    assert ngx.get("/call?m=stubborn&p=1000000000&t=0.1").text == "timeout"
+    start = time.monotonic()
+    Nginx.wait_gone(ngx.reload(), timeout=15)
+    seconds = time.monotonic() - start
+    print(f"HUP to old worker exit, a stuck Java handler, no caller:"
+          f" {seconds:.2f} s (worker_shutdown_timeout 2s)")
+    assert seconds < 2 + 1
+    ngx.assert_log(r"\[error\] .*nbffi: runtime \S*libnbffi_java\.so"
+                   r" orphaned: ")
+    balanced(ngx, workers=2)
 
 
 def test_virtual_threads_on_a_newer_jdk(java_nginx, balanced):
