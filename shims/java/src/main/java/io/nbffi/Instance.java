@@ -18,6 +18,7 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicIntegerArray;
+import java.util.concurrent.atomic.AtomicReferenceArray;
 import java.util.logging.Level;
 import java.util.logging.Logger;
 
@@ -57,7 +58,7 @@ final class Instance {
     private final Set<NativeRequest> inflight = ConcurrentHashMap.newKeySet();
     private final CountDownLatch pollersDone;
     private final AtomicIntegerArray pollerLeft;
-    private final Thread[] pollers;
+    private final AtomicReferenceArray<Thread> pollers;
     private final Gate gate = new Gate();
     private final Object drained = new Object();
     private volatile boolean closing;
@@ -80,7 +81,7 @@ final class Instance {
         this.closeTimeoutNanos = TimeUnit.MILLISECONDS.toNanos(closeTimeoutMs);
         this.pollersDone = new CountDownLatch(threads);
         this.pollerLeft = new AtomicIntegerArray(threads);
-        this.pollers = new Thread[threads];
+        this.pollers = new AtomicReferenceArray<>(threads);
     }
 
     static Instance start(long queue, String className, String[] classpath,
@@ -134,7 +135,7 @@ final class Instance {
 
     /* Pops and dispatches until the queue ends.  On poller thread index. */
     void poll(int index) {
-        pollers[index] = Thread.currentThread();
+        pollers.set(index, Thread.currentThread());
         if (loader != null) {
             /* Virtual threads started from here inherit it. */
             Thread.currentThread().setContextClassLoader(loader);
@@ -280,8 +281,8 @@ final class Instance {
        inside one and the virtual threads; cancelled() turns true. */
     private void hurry() {
         hurrying = true;
-        for (int k = 0; k < pollers.length; k++) {
-            Thread t = pollers[k];
+        for (int k = 0; k < pollers.length(); k++) {
+            Thread t = pollers.get(k);
             if (t != null && pollerLeft.get(k) == 0) {
                 t.interrupt();
             }
