@@ -5,7 +5,9 @@ local nbffi = require "resty.nbffi"
 local _M = {}
 local rt, load_err
 
--- init_worker: lib is libnbffi_java.so, cfg the runtime's cfg text.
+-- init_worker: lib is libnbffi_java.so, cfg the runtime's cfg text.  The
+-- JVM starts on a thread of libnbffi; calls that come before it is ready
+-- wait for it, and if it fails they return its error.
 function _M.init(lib, cfg)
     assert(nbffi.init())
     rt, load_err = nbffi.load(lib, cfg)

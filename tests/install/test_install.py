@@ -148,7 +148,8 @@ def test_layout(installed):
                    installed.rtdir / "nbffi" / "__init__.py",
                    installed.rtdir / "nbffi" / "testing.py"]
     if installed.built("shims/java/libnbffi_java.so"):
-        expect.append(installed.rtdir / "libnbffi_java.so")
+        expect += [installed.rtdir / "libnbffi_java.so",
+                   installed.rtdir / "nbffi.jar"]
     missing = [str(f) for f in expect if not f.exists()]
     assert not missing, missing
 
@@ -438,7 +439,8 @@ def test_java_mvn_install(installed, nginx, tmp_path):
     classes = tmp_path / "classes"
     run(["javac", "-Xlint:all", "-Werror", "--release", "17", "-cp", jar,
          "-d", classes, java])
-    cfg = f"class=demo.Hello\nclasspath={jar}:{classes}\narg.greeting=hi\n"
+    # user code only: the installed runtime brings the nbffi jar beside it
+    cfg = f"class=demo.Hello\nclasspath={classes}\narg.greeting=hi\n"
     ngx = nginx(server=JAVA_LOC, lua_path=[installed.lua_path],
                 env={"NBFFI_LIB": str(installed.libdir / "libnbffi.so"),
                      "JAVA_LIB": str(installed.rtdir / "libnbffi_java.so"),

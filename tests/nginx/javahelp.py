@@ -1,6 +1,7 @@
-"""The Java runtime for the test_java_* tests: libnbffi_java.so from the
-meson build, the nbffi jar and test handlers from Maven (shims/java), and
-an nginx fixture whose worker starts a JVM with -Xcheck:jni."""
+"""The Java runtime for the test_java_* tests: libnbffi_java.so and the
+nbffi.jar beside it from the meson build, the test handlers from Maven
+(shims/java), and an nginx fixture whose worker starts a JVM with
+-Xcheck:jni."""
 
 import re
 import signal
@@ -54,7 +55,10 @@ def newer_jdk():
 
 @pytest.fixture(scope="session")
 def java_jar():
-    """(jar, test classes): built with Maven when missing."""
+    """(Maven's jar, test classes): built with Maven when missing.  A
+    runtime's classpath needs the test classes only (the loader brings
+    the nbffi jar); the jar is for compiling and for the tests of a
+    classpath that lists it too."""
     if not JAR.exists() or not TEST_CLASSES.exists():
         r = subprocess.run(["mvn", "-q", "-B", "-Dstyle.color=never",
                             "package", "-DskipTests"], cwd=SHIM,
@@ -67,8 +71,10 @@ def java_jar():
 @pytest.fixture(scope="session")
 def java_lib(nbffi_build):
     lib = nbffi_build / "shims" / "java" / "libnbffi_java.so"
-    if not lib.exists():
-        pytest.fail(f"{lib} is missing: run 'ninja -C build' (needs a JDK)")
+    for f in (lib, lib.with_name("nbffi.jar")):
+        if not f.exists():
+            pytest.fail(f"{f} is missing: run 'ninja -C build' (needs a"
+                        " JDK)")
     return lib
 
 
@@ -88,7 +94,7 @@ def java_nginx(nginx, java_lib, java_jar):
 
     def start(cfg="", handler="io.nbffi.it.TestHandler", server=CALL,
               init_worker=None, env=None, lua_path=(), **kw):
-        full = java_cfg(java_jar, handler, cfg)
+        full = java_cfg([TEST_CLASSES], handler, cfg)
         ngx = nginx(server=server,
                     init_worker=init_worker
                     or 'require("java_rt").init_worker()',

@@ -1,6 +1,7 @@
-"""The Java runtime in an nginx worker's life: bad loads, a second runtime
-in the same JVM, nginx's signals with a JVM loaded (masks, reload, reopen,
-quit with calls in flight), virtual threads on a newer JDK."""
+"""The Java runtime in an nginx worker's life: bad loads, a bad first load
+then a good one, a second runtime in the same JVM, nginx's signals with a
+JVM loaded (masks, reload, reopen, quit with calls in flight, a handler
+that never returns), virtual threads on a newer JDK."""
 
 import os
 import signal
@@ -42,9 +43,9 @@ location = /mark {
 """
 
 
-def cfg(handler, *lines):
-    return "\n".join([f"class={handler}",
-                      f"classpath={JAR}:{TEST_CLASSES}", *lines]) + "\n"
+def cfg(handler, *lines, classpath=TEST_CLASSES):
+    return "\n".join([f"class={handler}", f"classpath={classpath}",
+                      *lines]) + "\n"
 
 
 def test_load_errors_leave_the_worker_serving(java_nginx):
@@ -53,7 +54,7 @@ def test_load_errors_leave_the_worker_serving(java_nginx):
     cases = [
         (cfg("io.nbffi.it.Nope"),
          "nbffi_java: handler class 'io.nbffi.it.Nope' not found"
-         f" (classpath: {JAR}:{TEST_CLASSES})"),
+         f" (classpath: {TEST_CLASSES})"),
         (cfg("io.nbffi.it.NotAHandler"),
          "class 'io.nbffi.it.NotAHandler' does not implement"
          " io.nbffi.Handler"),
@@ -77,10 +78,37 @@ def test_load_errors_leave_the_worker_serving(java_nginx):
     assert ngx.worker_pids() == [pid]
 
 
+def test_bad_first_load_then_a_good_one(java_nginx, balanced):
+    # The worker's first Java load creates the JVM and fails on its
+    # classpath (the old trap: only the nbffi jar, not the handler); the
+    # JVM it leaves serves the next, right, load.
+    ngx = java_nginx(server=LOAD,
+                     init_worker='assert(require("resty.nbffi").init())')
+    (pid,) = ngx.worker_pids()
+    assert "VM Thread" not in jvm_threads(pid)
+    for classpath, want in [
+            (JAR, "handler class 'io.nbffi.it.TestHandler' not found"),
+            ("/nonexistent", "classpath entry '/nonexistent' does not"
+             " exist")]:
+        r = ngx.request("/load", method="POST",
+                        body=cfg("io.nbffi.it.TestHandler",
+                                 "jvm_option=-Xcheck:jni",
+                                 classpath=classpath))
+        assert r.status == 500, r.text
+        assert r.text.startswith("runtime init failed: ") and want in r.text
+        assert jvm_threads(pid).count("VM Thread") == 1
+    r = ngx.request("/load?m=echo&p=served", method="POST",
+                    body=cfg("io.nbffi.it.TestHandler"))
+    assert (r.status, r.text) == (200, "served")
+    assert ngx.worker_pids() == [pid]
+    balanced(ngx, workers=1)
+
+
 def test_second_runtime_reuses_the_jvm(java_nginx, balanced):
     ngx = java_nginx(server=LOAD)
+    # a classpath that lists the nbffi jar too is fine
     second = cfg("io.nbffi.it.TestHandler", "threads=1", "arg.who=second",
-                 "jvm_option=-Xmx64m")
+                 "jvm_option=-Xmx64m", classpath=f"{JAR}:{TEST_CLASSES}")
     r = ngx.request("/load?m=config&p=who", method="POST", body=second)
     assert (r.status, r.text) == (200, "second")
     # separate handler instances, one JVM
@@ -202,16 +230,76 @@ def test_quit_lets_java_calls_in_flight_finish(java_nginx, balanced):
 def test_quit_with_a_held_call_answers_it_after_close_timeout(java_nginx,
                                                              balanced):
     # The handler never completes "hold"; the caller times out, the worker
-    # exits, and closing the runtime answers the call after close_timeout.
+    # exits, and closing the runtime answers the call after close_timeout
+    # (no handler holds its payload view, so close may).
     ngx = java_nginx(cfg="close_timeout=300\n")
     r = ngx.get("/call?m=hold&t=0.2")
     assert (r.status, r.text) == (500, "timeout")
     ngx.proc.send_signal(signal.SIGQUIT)
-    [(allocated, freed, live)] = balanced(ngx, workers=1)
-    assert allocated == 1
+    [(allocated, freed, leaked, live)] = balanced(ngx, workers=1)
+    assert allocated == 2       # the runtime's load task and the call
     ngx.assert_log(r"\[warn\] .*runtime closed before the handler answered"
-                   r" \(close_timeout 300 ms\); 1 call\(s\) answered with an"
+                   r" \(waited 300 ms\); 1 call\(s\) answered with an"
                    r" error")
+    ngx.assert_no_log(r"orphaned")
+
+
+def test_reload_with_a_handler_that_never_returns(java_nginx, balanced):
+    # A sync method that ignores interruption and does not return for
+    # days holds a poller when HUP comes: the old worker still leaves
+    # within worker_shutdown_timeout + 1 s, its runtime orphaned; then
+    # QUIT stops nginx.
+    ngx = java_nginx(main="worker_shutdown_timeout 3s;")
+    result = {}
+
+    def client():
+        try:
+            result["r"] = ngx.request("/call?m=stubborn&p=1000000000&t=600",
+                                      timeout=60)
+        except Exception as e:      # nginx drops it at the shutdown timeout
+            result["r"] = e
+
+    t = threading.Thread(target=client)
+    t.start()
+    ngx.wait_log("stubborn: pausing 1000000000 ms")
+    start = time.monotonic()
+    old = ngx.reload()
+    Nginx.wait_gone(old, timeout=15)
+    seconds = time.monotonic() - start
+    print(f"HUP to old worker exit, a Java handler that never returns:"
+          f" {seconds:.2f} s (worker_shutdown_timeout 3s)")
+    assert seconds < 3 + 1
+    t.join()
+    # nginx closed the connection at its shutdown timeout, not the client
+    assert not isinstance(result["r"], TimeoutError), result["r"]
+    # (why: fini reports the poller that stayed; on a loaded machine fini
+    # itself may overrun the deadline first)
+    ngx.assert_log(r"\[error\] .*nbffi: runtime \S*libnbffi_java\.so"
+                   r" orphaned: ")
+    # the new worker serves; QUIT ends nginx
+    assert ngx.get("/call?m=echo&p=new").text == "new"
+    counters = balanced(ngx, workers=2, leaked=True)
+    # no view of its payload was taken: close answered the call, so nbffi
+    # had to keep no task's memory
+    assert [c[2] for c in counters] == [0, 0], counters
+
+
+def test_reload_with_a_handler_that_never_returns_and_no_caller(
+        java_nginx, balanced):
+    # The caller gave up long ago, the poller is still stuck: no request
+    # holds the old worker, so its runtime gets the whole
+    # worker_shutdown_timeout, then is orphaned.
+    ngx = java_nginx(main="worker_shutdown_timeout 2s;")
+    assert ngx.get("/call?m=stubborn&p=1000000000&t=0.1").text == "timeout"
+    start = time.monotonic()
+    Nginx.wait_gone(ngx.reload(), timeout=15)
+    seconds = time.monotonic() - start
+    print(f"HUP to old worker exit, a stuck Java handler, no caller:"
+          f" {seconds:.2f} s (worker_shutdown_timeout 2s)")
+    assert seconds < 2 + 1
+    ngx.assert_log(r"\[error\] .*nbffi: runtime \S*libnbffi_java\.so"
+                   r" orphaned: ")
+    balanced(ngx, workers=2)
 
 
 def test_virtual_threads_on_a_newer_jdk(java_nginx, balanced):

@@ -7,18 +7,19 @@ import subprocess
 import pytest
 
 from harness import REPO, free_port
-from javahelp import (JAR, JNI_TROUBLE, assert_masks, java_jar,  # noqa: F401
-                      java_lib)
+from javahelp import JNI_TROUBLE, assert_masks, java_lib  # noqa: F401
 
 EXAMPLE = REPO / "examples" / "java-pool"
 CONNECTIONS = 4
 
 
 @pytest.fixture(scope="session")
-def pool_classes(java_jar, tmp_path_factory):
+def pool_classes(java_lib, tmp_path_factory):
+    # as the example's README does: against the jar next to the library
     out = tmp_path_factory.mktemp("java-pool")
     r = subprocess.run(["javac", "-Xlint:all", "-Werror", "--release", "17",
-                        "-cp", str(JAR), "-d", str(out),
+                        "-cp", str(java_lib.with_name("nbffi.jar")),
+                        "-d", str(out),
                         str(EXAMPLE / "PoolHandler.java")],
                        capture_output=True, text=True)
     if r.returncode != 0:
@@ -31,7 +32,7 @@ def pool_nginx(nginx, java_lib, pool_classes):
     def start(upstream):
         cfg = "\n".join([
             "class=example.pool.PoolHandler",
-            f"classpath={JAR}:{pool_classes}",
+            f"classpath={pool_classes}",
             "jvm_option=-Xcheck:jni",
             f"arg.upstream=http://127.0.0.1:{upstream}",
             f"arg.connections={CONNECTIONS}"])

@@ -66,7 +66,7 @@ nbj_jni_load(JNIEnv *env, char *err, size_t err_len)
     NBJ_LOAD_METHOD(env, nbj_jni.poll, nbj_jni.bridge, GetStaticMethodID,
                     "poll", "(Ljava/lang/Object;I)V");
     NBJ_LOAD_METHOD(env, nbj_jni.close, nbj_jni.bridge, GetStaticMethodID,
-                    "close", "(Ljava/lang/Object;Z)[Z");
+                    "close", "(Ljava/lang/Object;JZ)[Z");
 
     if (nbj_natives_register(env, err, err_len) != 0) {
         nbj_jni_unload(env);
@@ -77,13 +77,7 @@ nbj_jni_load(JNIEnv *env, char *err, size_t err_len)
 failed:
 
     nbj_exception_text(env, text, sizeof(text));
-    if (nbj_jni.bridge == NULL && nbj_jni.string != NULL) {
-        (void) snprintf(err, err_len, "cannot load %s (%s): the nbffi jar"
-                        " must be on the classpath= of the process's first"
-                        " Java runtime, which created the JVM", what, text);
-    } else {
-        (void) snprintf(err, err_len, "cannot load %s: %s", what, text);
-    }
+    (void) snprintf(err, err_len, "cannot load %s: %s", what, text);
     nbj_jni_unload(env);
     return -1;
 }

@@ -5,9 +5,18 @@
  * libjvm is never linked: it is dlopen'ed from java_home (cfg), $JAVA_HOME
  * or the JDK found at build time, so one build runs on any installed JDK.
  *
+ * The nbffi jar (NBJ_JAR, next to this library) is appended to the
+ * system class loader's search through JVMTI once the JVM runs, whoever
+ * created it: a JVM made by another library, or one whose first creation
+ * failed -- HotSpot then drops -Djava.class.path when the creation is
+ * retried.  A runtime's classpath never goes there: each runtime loads its
+ * own code through a class loader of its own (io.nbffi.Instance), so a
+ * runtime whose classpath is wrong fails alone and leaves the JVM as good
+ * as new for the next one.  Without the jar no JVM is created at all.
+ *
  * The JVM is created with -Xrs: nginx owns SIGHUP, SIGQUIT and SIGTERM,
- * which cannot be chained.  It is created on a thread whose signals are
- * blocked (see runtime.c), so the JVM's own threads, which inherit that
+ * which cannot be chained.  It is created on a core thread of libnbffi,
+ * whose signals are blocked, so the JVM's own threads, which inherit that
  * mask, never take a signal meant for nginx.  HotSpot's threads keep
  * SIGUSR2 (its suspend/resume signal) unblocked; nginx workers ignore it.
  *
@@ -16,11 +25,14 @@
  */
 
 #include <dlfcn.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <jvmti.h>
 
 #include "nbj.h"
 
@@ -40,7 +52,8 @@ static int nbj_jvm_open(const nbj_cfg_t *cfg, JNIEnv **env, int *created,
     char *err, size_t err_len);
 static int nbj_jvm_create(nbj_create_vm_pt create, const nbj_cfg_t *cfg,
     JNIEnv **env, char *err, size_t err_len);
-static char *nbj_jvm_classpath(const nbj_cfg_t *cfg);
+static int nbj_jvm_jar(char *path, size_t len, char *err, size_t err_len);
+static int nbj_jvm_add_jar(const char *jar, char *err, size_t err_len);
 static jint JNICALL nbj_jvm_vfprintf(FILE *fp, const char *fmt, va_list ap);
 static void nbj_jvm_output(const char *s, size_t len);
 static void nbj_jvm_line(const char *s, size_t len);
@@ -65,16 +78,22 @@ static __thread size_t  nbj_line_len;
 /*
  * Makes sure the JVM exists and the nbffi classes are loaded, and attaches
  * the calling thread.  *created tells whether this call created the JVM.
+ * On failure the thread is not attached and *env is NULL.
  */
 int
 nbj_jvm_enter(const nbj_cfg_t *cfg, const char *thread_name, JNIEnv **env,
     int *created, char *err, size_t err_len)
 {
+    char  jar[PATH_MAX];
+
     *created = 0;
     *env = NULL;
 
     (void) pthread_mutex_lock(&nbj_jvm_lock);
 
+    if (!nbj_jni_ready && nbj_jvm_jar(jar, sizeof(jar), err, err_len) != 0) {
+        goto failed;
+    }
     if (nbj_vm == NULL
         && nbj_jvm_open(cfg, env, created, err, err_len) != 0)
     {
@@ -89,8 +108,11 @@ nbj_jvm_enter(const nbj_cfg_t *cfg, const char *thread_name, JNIEnv **env,
         }
     }
     if (!nbj_jni_ready) {
-        if (nbj_jni_load(*env, err, err_len) != 0) {
+        if (nbj_jvm_add_jar(jar, err, err_len) != 0
+            || nbj_jni_load(*env, err, err_len) != 0)
+        {
             nbj_detach();
+            *env = NULL;
             goto failed;
         }
         nbj_jni_ready = 1;
@@ -199,34 +221,32 @@ static int
 nbj_jvm_create(nbj_create_vm_pt create, const nbj_cfg_t *cfg, JNIEnv **env,
     char *err, size_t err_len)
 {
-    char            *cp;
     size_t           i, n;
     jint             rc;
     JavaVM          *vm;
     JavaVMOption    *opt;
     JavaVMInitArgs   args;
 
-    cp = nbj_jvm_classpath(cfg);
     opt = calloc(cfg->n_jvm_options + 4, sizeof(JavaVMOption));
-    if (cp == NULL || opt == NULL) {
-        free(cp);
-        free(opt);
+    if (opt == NULL) {
         (void) snprintf(err, err_len, "out of memory");
         return -1;
     }
 
-    /* Defaults first: a jvm_option may override them. */
+    /* The hook first, so that it sees what the options after it print;
+       then the defaults, which a jvm_option may override. */
     n = 0;
+    opt[n].optionString = "vfprintf";
+    opt[n++].extraInfo = (void *) nbj_jvm_vfprintf;
     opt[n++].optionString = "-Xrs";
     /* The JVM is never destroyed, so it would leave its perf data file in
        /tmp/hsperfdata_USER behind at every worker exit. */
     opt[n++].optionString = "-XX:-UsePerfData";
-    opt[n++].optionString = cp;
+    /* Not ".", the default: nothing of the worker's working directory. */
+    opt[n++].optionString = "-Djava.class.path=";
     for (i = 0; i < cfg->n_jvm_options; i++) {
         opt[n++].optionString = cfg->jvm_options[i];
     }
-    opt[n].optionString = "vfprintf";
-    opt[n++].extraInfo = (void *) nbj_jvm_vfprintf;
 
     args.version = NBJ_JNI_VERSION;
     args.nOptions = (jint) n;
@@ -246,10 +266,10 @@ nbj_jvm_create(nbj_create_vm_pt create, const nbj_cfg_t *cfg, JNIEnv **env,
     nbj_captured[nbj_captured_len] = '\0';
     (void) pthread_mutex_unlock(&nbj_out_lock);
 
-    free(cp);
     free(opt);
 
     if (rc != JNI_OK) {
+        *env = NULL;
         (void) snprintf(err, err_len, "JNI_CreateJavaVM failed (%d)%s%s",
                         (int) rc, nbj_captured_len ? ": " : "",
                         nbj_captured);
@@ -264,30 +284,62 @@ nbj_jvm_create(nbj_create_vm_pt create, const nbj_cfg_t *cfg, JNIEnv **env,
 }
 
 
-/* "-Djava.class.path=A:B:..." from the cfg's classpath entries. */
-static char *
-nbj_jvm_classpath(const nbj_cfg_t *cfg)
+/* The path of the nbffi jar: NBJ_JAR in the directory of this library. */
+static int
+nbj_jvm_jar(char *path, size_t len, char *err, size_t err_len)
 {
-    static const char   prefix[] = "-Djava.class.path=";
-    char               *s, *p;
-    size_t              i, len;
+    char     dir[PATH_MAX], *slash;
+    Dl_info  info;
 
-    len = sizeof(prefix);
-    for (i = 0; i < cfg->n_classpath; i++) {
-        len += strlen(cfg->classpath[i]) + 1;
+    if (dladdr((void *) nbj_jvm_jar, &info) == 0 || info.dli_fname == NULL) {
+        (void) snprintf(err, err_len, "dladdr cannot tell where"
+                        " libnbffi_java.so lies, so " NBJ_JAR " cannot be"
+                        " found; no JVM was created");
+        return -1;
     }
-    s = malloc(len);
-    if (s == NULL) {
-        return NULL;
+    if (realpath(info.dli_fname, dir) == NULL) {
+        (void) snprintf(dir, sizeof(dir), "%s", info.dli_fname);
     }
-    p = stpcpy(s, prefix);
-    for (i = 0; i < cfg->n_classpath; i++) {
-        if (i > 0) {
-            *p++ = ':';
-        }
-        p = stpcpy(p, cfg->classpath[i]);
+    slash = strrchr(dir, '/');
+    if ((size_t) snprintf(path, len, "%.*s/" NBJ_JAR,
+                          slash != NULL ? (int) (slash - dir) : 1,
+                          slash != NULL ? dir : ".") >= len)
+    {
+        (void) snprintf(err, err_len, "path of " NBJ_JAR " too long");
+        return -1;
     }
-    return s;
+    if (access(path, R_OK) != 0) {
+        (void) snprintf(err, err_len, "the nbffi jar %s is missing or"
+                        " unreadable (it belongs next to libnbffi_java.so);"
+                        " no JVM was created", path);
+        return -1;
+    }
+    return 0;
+}
+
+
+/* Appends jar to the system class loader's search (JVMTI, live phase). */
+static int
+nbj_jvm_add_jar(const char *jar, char *err, size_t err_len)
+{
+    jint         rc;
+    jvmtiEnv    *ti;
+    jvmtiError   e;
+
+    rc = (*nbj_vm)->GetEnv(nbj_vm, (void **) &ti, JVMTI_VERSION_1_2);
+    if (rc != JNI_OK) {
+        (void) snprintf(err, err_len, "no JVMTI in this JVM (%d): cannot"
+                        " put %s on its class path", (int) rc, jar);
+        return -1;
+    }
+    e = (*ti)->AddToSystemClassLoaderSearch(ti, jar);
+    (void) (*ti)->DisposeEnvironment(ti);
+    if (e != JVMTI_ERROR_NONE) {
+        (void) snprintf(err, err_len, "cannot put %s on the JVM's class"
+                        " path (JVMTI error %d)", jar, (int) e);
+        return -1;
+    }
+    return 0;
 }
 
 

@@ -246,8 +246,14 @@ nbj_respond(JNIEnv *env, jclass cls, jlong task, jint status,
                                   sizeof(bad) - 1);
         return;
     }
-    (void) nbffi_task_respond_owned(NBJ_TASK(task), status, buf,
-                                    (size_t) len, nbj_free_reply, NULL);
+    if (nbffi_task_respond_owned(NBJ_TASK(task), status, buf, (size_t) len,
+                                 nbj_free_reply, NULL)
+        != 0)
+    {
+        /* NBFFI_EALREADY: the task was completed as closed when its
+           runtime was orphaned (nbffi logs that); buf is still ours. */
+        free(buf);
+    }
 }
 
 

@@ -2,8 +2,9 @@
  * libnbffi_java: internal declarations shared by the loader's files.
  *
  *   cfg.c      parses the runtime's cfg text
- *   jvm.c      finds libjvm, creates or reuses the process's one JVM,
- *              attaches threads, routes the JVM's own output
+ *   jvm.c      finds libjvm and the nbffi jar, creates or reuses the
+ *              process's one JVM, attaches threads, routes the JVM's own
+ *              output
  *   jni.c      the classes and methods cached at load, JNI helpers
  *   natives.c  the native methods of io.nbffi.Native
  *   runtime.c  the nbffi entry points: init, fini, poller threads
@@ -22,6 +23,9 @@
 #define NBJ_ERR_LEN        1024
 
 #define NBJ_LOG_PREFIX     "nbffi_java: "
+
+/* The jar of io.nbffi, installed next to this library. */
+#define NBJ_JAR            "nbffi.jar"
 
 /* A parsed cfg; strings are NUL-terminated and owned by the struct. */
 typedef struct {

@@ -1,33 +1,42 @@
 /*
- * The nbffi entry points of the Java runtime library.
+ * The nbffi entry points of the Java runtime library (ABI v2).
  *
- * init (host thread): parse the cfg; on a helper thread whose signals are
- * blocked, create or reuse the JVM and start an io.nbffi.Instance; start
- * the poller threads, which attach to the JVM once and loop in Java
- * (Instance.poll) until the queue ends.
+ * init runs on a core thread of libnbffi whose asynchronous signals are
+ * blocked, never on the host (nginx) thread: it parses the cfg, creates or
+ * reuses the JVM right there (the JVM's own threads inherit that mask),
+ * starts an io.nbffi.Instance and the poller threads, which attach to the
+ * JVM once and loop in Java (Instance.poll) until the queue ends.  The
+ * core thread exits after init, so init detaches it first: the JNI
+ * invocation API lets any attached thread detach, the one that created
+ * the JVM included, and a thread must detach before it exits.
  *
- * fini (host thread, queue closed): on a helper thread, Instance.close
- * lets every call in flight finish (bounded by close_timeout, after which
- * the rest are answered with an error), closes the handler and reports
- * which pollers are stuck in a handler; the others are joined.
+ * fini runs on another core thread once the host closed the queue.
+ * Instance.close lets the calls in flight finish until the deadline (or
+ * close_timeout, if sooner), interrupts the handlers still running just
+ * before it, then answers what it safely can, closes the handler and
+ * reports which pollers are still inside a handler.  The others are
+ * joined; those are counted and left running: they touch neither the
+ * queue nor this runtime's memory again, and the core keeps the memory of
+ * the tasks they hold.
  *
  * The JVM is never destroyed.  It cannot be created again in this process,
  * so a later runtime reuses it, and at worker exit DestroyJavaVM would only
  * wait for non-daemon Java threads a handler may have left running; the
  * process exit reclaims it all.  Java shutdown hooks therefore do not run:
  * handlers clean up in Handler.close().
- *
- * Java code never runs on the host (nginx) thread: it is the process's
- * primordial thread, where HotSpot dislikes running, and any thread Java
- * starts from it would inherit nginx's empty signal mask.
  */
 
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "nbj.h"
+
+/* How long fini waits for a poller that left Java to detach and exit,
+   at least: the core waits 100 ms past the deadline for fini. */
+#define NBJ_JOIN_MIN_NS  50000000
 
 typedef struct nbj_rt_s  nbj_rt_t;
 
@@ -36,8 +45,6 @@ struct nbj_rt_s {
     nbffi_queue_t     *q;
     nbj_cfg_t          cfg;
     jobject            instance;     /* global ref to io.nbffi.Instance   */
-    int                abort;        /* close job: pollers never ran      */
-    int                rc;           /* helper job result                 */
     char               err[NBJ_ERR_LEN];
 
     int                started;      /* poller threads created            */
@@ -59,35 +66,42 @@ typedef struct {
 } nbj_poller_t;
 
 
-static int nbj_start_pollers(nbj_rt_t *rt, char *err, size_t err_len);
+NBFFI_EXTERN unsigned nbffi_runtime_abi(void);
+NBFFI_EXTERN int nbffi_runtime_init(nbffi_queue_t *q, const void *cfg,
+    size_t cfg_len, void **data, char *err, size_t err_len);
+NBFFI_EXTERN int nbffi_runtime_fini(void *data, int64_t deadline_ns);
+
+static int nbj_start(nbj_rt_t *rt, JNIEnv **env);
+static int nbj_start_pollers(nbj_rt_t *rt);
 static void *nbj_poller_main(void *arg);
-static void *nbj_start_main(void *arg);
-static void *nbj_close_main(void *arg);
-static int nbj_run(void *(*fn)(void *), nbj_rt_t *rt);
+static void nbj_close(nbj_rt_t *rt, JNIEnv *env, int64_t deadline_ns,
+    int abort);
+static int nbj_join_pollers(nbj_rt_t *rt, int64_t deadline_ns);
+static int nbj_join_until(pthread_t tid, int64_t deadline_ns);
 static void nbj_register(nbj_rt_t *rt);
-static nbj_rt_t *nbj_find(nbffi_queue_t *q, int remove);
+static void nbj_unregister(nbj_rt_t *rt);
 static void nbj_rt_free(nbj_rt_t *rt);
 
 
-/* Runtimes of the process, newest first; the JVM's output goes to the
-   first one's log.  Lock order: after nbj_jvm_lock (jvm.c). */
+/* Runtimes of the process, newest first, only to route the JVM's own
+   output to a host log.  Lock order: after nbj_jvm_lock (jvm.c). */
 static pthread_mutex_t  nbj_rts_lock = PTHREAD_MUTEX_INITIALIZER;
 static nbj_rt_t        *nbj_rts;
 
 
-NBFFI_EXTERN unsigned
+unsigned
 nbffi_runtime_abi(void)
 {
     return NBFFI_ABI_VERSION;
 }
 
 
-NBFFI_EXTERN int
+int
 nbffi_runtime_init(nbffi_queue_t *q, const void *cfg, size_t cfg_len,
-    char *err, size_t err_len)
+    void **data, char *err, size_t err_len)
 {
-    int        rc;
     nbj_rt_t  *rt;
+    JNIEnv    *env;
 
     rt = calloc(1, sizeof(nbj_rt_t));
     if (rt == NULL) {
@@ -107,25 +121,26 @@ nbffi_runtime_init(nbffi_queue_t *q, const void *cfg, size_t cfg_len,
     /* Registered first, so that the JVM's output while starting is seen. */
     nbj_register(rt);
 
-    rc = nbj_run(nbj_start_main, rt);
-    if (rc != 0 || rt->rc != 0) {
-        if (rc != 0) {
-            (void) snprintf(rt->err, sizeof(rt->err), "cannot start a"
-                            " thread: %s", nbffi_strerror(rc));
-        }
-        (void) nbj_find(q, 1);
-        goto failed;
+    env = NULL;
+    if (nbj_start(rt, &env) != 0) {
+        goto unregister;
     }
 
-    if (nbj_start_pollers(rt, rt->err, sizeof(rt->err)) != 0) {
-        rt->abort = 1;
-        if (nbj_run(nbj_close_main, rt) != 0) {
-            (void) nbj_close_main(rt);
-        }
-        (void) nbj_find(q, 1);
-        goto failed;
+    if (nbj_start_pollers(rt) != 0) {
+        nbj_close(rt, env, 0, 1);
+        goto unregister;
     }
+
+    nbj_detach();
+    *data = rt;
     return 0;
+
+unregister:
+
+    if (env != NULL) {
+        nbj_detach();
+    }
+    nbj_unregister(rt);
 
 failed:
 
@@ -135,44 +150,115 @@ failed:
 }
 
 
-NBFFI_EXTERN void
-nbffi_runtime_fini(nbffi_queue_t *q)
+int
+nbffi_runtime_fini(void *data, int64_t deadline_ns)
 {
-    int        i;
-    nbj_rt_t  *rt;
+    int        stayed;
+    JNIEnv    *env;
+    nbj_rt_t  *rt = data;
 
-    rt = nbj_find(q, 0);
-    if (rt == NULL) {
-        return;
+    env = nbj_attach("nbffi-close");
+    if (env != NULL) {
+        nbj_close(rt, env, deadline_ns, 0);
+        nbj_detach();
+    } else {
+        /* Every poller counts as stuck: the safe choice. */
+        memset(rt->stuck, JNI_TRUE, sizeof(rt->stuck));
+        nbffi_logf(rt->q, NBFFI_LOG_ERR, NBJ_LOG_PREFIX "cannot attach to"
+                   " the JVM to close %s", rt->cfg.class_name);
     }
 
-    /* A helper thread keeps signals blocked; without one (no threads
-       left), closing from here is still better than never closing. */
-    if (nbj_run(nbj_close_main, rt) != 0) {
-        (void) nbj_close_main(rt);
-    }
+    stayed = nbj_join_pollers(rt, deadline_ns);
 
-    for (i = 0; i < rt->started; i++) {
-        if (rt->stuck[i]) {
-            /* Still in a handler: it frees its own state when it leaves
-               and touches neither the queue nor rt again. */
-            (void) pthread_detach(rt->tids[i]);
-            nbffi_logf(q, NBFFI_LOG_ERR, NBJ_LOG_PREFIX "poller %d of %s is"
-                       " stuck in a handler; left running", i,
-                       rt->cfg.class_name);
-        } else {
-            (void) pthread_join(rt->tids[i], NULL);
-        }
-    }
-
-    (void) nbj_find(q, 1);
+    /* A poller that stayed no longer reads rt (see nbj_poller_main), so
+       rt goes even then. */
+    nbj_unregister(rt);
     nbj_rt_free(rt);
+    return stayed;
 }
 
 
-/* Creates cfg.threads pollers and lets them run once all are attached. */
+/*
+ * Creates or reuses the JVM on this thread, which stays attached (*env),
+ * and starts the Instance.  0, or -1 with rt->err set.
+ */
 static int
-nbj_start_pollers(nbj_rt_t *rt, char *err, size_t err_len)
+nbj_start(nbj_rt_t *rt, JNIEnv **env)
+{
+    nbj_cfg_t     *cfg = &rt->cfg;
+    JNIEnv        *e;
+    int            created, rc;
+    jobject        obj;
+    jstring        cls, level;
+    jobjectArray   cp, args;
+
+    if (nbj_jvm_enter(cfg, "nbffi-start", env, &created, rt->err,
+                      sizeof(rt->err)) != 0)
+    {
+        return -1;
+    }
+    e = *env;
+    if (!created && (cfg->java_home != NULL || cfg->n_jvm_options > 0)) {
+        nbffi_logf(rt->q, NBFFI_LOG_NOTICE, NBJ_LOG_PREFIX "the JVM is"
+                   " already running: java_home and jvm_option of %s are"
+                   " ignored", cfg->class_name);
+    }
+
+    obj = NULL;
+    level = NULL;
+    cls = nbj_string(e, cfg->class_name);
+    cp = cls == NULL ? NULL : nbj_strings(e, cfg->classpath,
+                                          cfg->n_classpath);
+    args = cp == NULL ? NULL : nbj_strings(e, cfg->args, cfg->n_args);
+    if (args != NULL && cfg->log_level != NULL) {
+        level = nbj_string(e, cfg->log_level);
+    }
+
+    if (args != NULL && (cfg->log_level == NULL || level != NULL)) {
+        obj = (*e)->CallStaticObjectMethod(e, nbj_jni.bridge, nbj_jni.start,
+                  (jlong) (uintptr_t) rt->q, cls, cp, args,
+                  (jboolean) (cfg->virtual_threads != 0),
+                  (jint) cfg->threads, (jint) cfg->batch,
+                  (jlong) cfg->close_timeout_ms, level);
+    }
+
+    rc = -1;
+    if ((*e)->ExceptionCheck(e)) {
+        nbj_exception_text(e, rt->err, sizeof(rt->err));
+    } else {
+        rt->instance = (*e)->NewGlobalRef(e, obj);
+        if (rt->instance != NULL) {
+            rc = 0;
+        } else {
+            (void) snprintf(rt->err, sizeof(rt->err), "out of memory");
+        }
+    }
+
+    if (obj != NULL) {
+        (*e)->DeleteLocalRef(e, obj);
+    }
+    if (level != NULL) {
+        (*e)->DeleteLocalRef(e, level);
+    }
+    if (args != NULL) {
+        (*e)->DeleteLocalRef(e, args);
+    }
+    if (cp != NULL) {
+        (*e)->DeleteLocalRef(e, cp);
+    }
+    if (cls != NULL) {
+        (*e)->DeleteLocalRef(e, cls);
+    }
+    return rc;
+}
+
+
+/*
+ * Creates cfg.threads pollers and lets them run once all are attached.
+ * 0, or -1 with rt->err set and every poller started joined.
+ */
+static int
+nbj_start_pollers(nbj_rt_t *rt)
 {
     int            i, rc;
     nbj_poller_t  *p;
@@ -181,7 +267,7 @@ nbj_start_pollers(nbj_rt_t *rt, char *err, size_t err_len)
     for (i = 0; i < rt->cfg.threads; i++) {
         p = calloc(1, sizeof(nbj_poller_t));
         if (p == NULL) {
-            (void) snprintf(err, err_len, "out of memory");
+            (void) snprintf(rt->err, sizeof(rt->err), "out of memory");
             rc = -1;
             break;
         }
@@ -191,8 +277,8 @@ nbj_start_pollers(nbj_rt_t *rt, char *err, size_t err_len)
         rc = nbffi_thread_create(&rt->tids[i], nbj_poller_main, p);
         if (rc != 0) {
             free(p);
-            (void) snprintf(err, err_len, "cannot start poller thread: %s",
-                            nbffi_strerror(rc));
+            (void) snprintf(rt->err, sizeof(rt->err), "cannot start poller"
+                            " thread: %s", nbffi_strerror(rc));
             break;
         }
         rt->started++;
@@ -203,8 +289,8 @@ nbj_start_pollers(nbj_rt_t *rt, char *err, size_t err_len)
         (void) pthread_cond_wait(&rt->cond, &rt->lock);
     }
     if (rc == 0 && rt->failed > 0) {
-        (void) snprintf(err, err_len, "cannot attach %d poller thread(s) to"
-                        " the JVM", rt->failed);
+        (void) snprintf(rt->err, sizeof(rt->err), "cannot attach %d poller"
+                        " thread(s) to the JVM", rt->failed);
         rc = -1;
     }
     rt->go = rc == 0 ? 1 : -1;
@@ -248,7 +334,7 @@ nbj_poller_main(void *arg)
     instance = rt->instance;
     (void) pthread_mutex_unlock(&rt->lock);
 
-    /* From here on rt may be freed (if this poller gets stuck). */
+    /* From here on rt may be freed (once fini gave up on this poller). */
     if (env != NULL && go > 0) {
         (*env)->CallStaticVoidMethod(env, nbj_jni.bridge, nbj_jni.poll,
                                      instance, (jint) p->index);
@@ -265,101 +351,23 @@ nbj_poller_main(void *arg)
 }
 
 
-/* Helper job: JVM and Instance.start.  Sets rt->rc, rt->err. */
-static void *
-nbj_start_main(void *arg)
+/*
+ * Instance.close on this attached thread; fills rt->stuck.  abort: the
+ * pollers never ran.  On failure every poller counts as stuck, the safe
+ * choice.
+ */
+static void
+nbj_close(nbj_rt_t *rt, JNIEnv *env, int64_t deadline_ns, int abort)
 {
-    nbj_rt_t      *rt = arg;
-    nbj_cfg_t     *cfg = &rt->cfg;
-    JNIEnv        *env;
-    int            created;
-    jobject        obj;
-    jstring        cls, level;
-    jobjectArray   cp, args;
-
-    rt->rc = -1;
-    if (nbj_jvm_enter(cfg, "nbffi-start", &env, &created, rt->err,
-                      sizeof(rt->err)) != 0)
-    {
-        return NULL;
-    }
-    if (!created && (cfg->java_home != NULL || cfg->n_jvm_options > 0)) {
-        nbffi_logf(rt->q, NBFFI_LOG_NOTICE, NBJ_LOG_PREFIX "the JVM is"
-                   " already running: java_home and jvm_option of %s are"
-                   " ignored", cfg->class_name);
-    }
-
-    obj = NULL;
-    level = NULL;
-    cls = nbj_string(env, cfg->class_name);
-    cp = cls == NULL ? NULL : nbj_strings(env, cfg->classpath,
-                                          cfg->n_classpath);
-    args = cp == NULL ? NULL : nbj_strings(env, cfg->args, cfg->n_args);
-    if (args != NULL && cfg->log_level != NULL) {
-        level = nbj_string(env, cfg->log_level);
-    }
-
-    if (args != NULL && (cfg->log_level == NULL || level != NULL)) {
-        obj = (*env)->CallStaticObjectMethod(env, nbj_jni.bridge,
-                  nbj_jni.start, (jlong) (uintptr_t) rt->q, cls, cp, args,
-                  (jboolean) (cfg->virtual_threads != 0),
-                  (jint) cfg->threads, (jint) cfg->batch,
-                  (jlong) cfg->close_timeout_ms, level);
-    }
-
-    if ((*env)->ExceptionCheck(env)) {
-        nbj_exception_text(env, rt->err, sizeof(rt->err));
-    } else {
-        rt->instance = (*env)->NewGlobalRef(env, obj);
-        if (rt->instance != NULL) {
-            rt->rc = 0;
-        } else {
-            (void) snprintf(rt->err, sizeof(rt->err), "out of memory");
-        }
-    }
-
-    if (obj != NULL) {
-        (*env)->DeleteLocalRef(env, obj);
-    }
-    if (level != NULL) {
-        (*env)->DeleteLocalRef(env, level);
-    }
-    if (args != NULL) {
-        (*env)->DeleteLocalRef(env, args);
-    }
-    if (cp != NULL) {
-        (*env)->DeleteLocalRef(env, cp);
-    }
-    if (cls != NULL) {
-        (*env)->DeleteLocalRef(env, cls);
-    }
-    nbj_detach();
-    return NULL;
-}
-
-
-/* Helper job: Instance.close; fills rt->stuck.  On failure every poller
-   counts as stuck, the safe choice. */
-static void *
-nbj_close_main(void *arg)
-{
-    nbj_rt_t      *rt = arg;
-    JNIEnv        *env;
     jbooleanArray  stuck;
     char           text[NBJ_ERR_LEN];
 
     memset(rt->stuck, JNI_TRUE, sizeof(rt->stuck));
 
-    env = nbj_attach("nbffi-close");
-    if (env == NULL) {
-        nbffi_logf(rt->q, NBFFI_LOG_ERR, NBJ_LOG_PREFIX "cannot attach to"
-                   " the JVM to close %s", rt->cfg.class_name);
-        return NULL;
-    }
-
     stuck = (*env)->CallStaticObjectMethod(env, nbj_jni.bridge,
                                            nbj_jni.close, rt->instance,
-                                           (jboolean) (rt->abort != 0));
+                                           (jlong) deadline_ns,
+                                           (jboolean) (abort != 0));
     if ((*env)->ExceptionCheck(env)) {
         nbj_exception_text(env, text, sizeof(text));
         nbffi_logf(rt->q, NBFFI_LOG_ERR, NBJ_LOG_PREFIX "closing %s failed:"
@@ -376,25 +384,60 @@ nbj_close_main(void *arg)
 
     (*env)->DeleteGlobalRef(env, rt->instance);
     rt->instance = NULL;
-    nbj_detach();
-    return NULL;
 }
 
 
-/* Runs fn(rt) on a new thread with signals blocked, and waits for it.
-   0, or nbffi_thread_create's error. */
+/* Joins the pollers that left Java; returns how many stay. */
 static int
-nbj_run(void *(*fn)(void *), nbj_rt_t *rt)
+nbj_join_pollers(nbj_rt_t *rt, int64_t deadline_ns)
 {
-    int        rc;
-    pthread_t  tid;
+    int      i, stayed;
+    int64_t  limit;
 
-    rc = nbffi_thread_create(&tid, fn, rt);
-    if (rc != 0) {
-        return rc;
+    limit = 0;
+    if (deadline_ns != 0) {
+        limit = nbffi_now_ns() + NBJ_JOIN_MIN_NS;
+        limit = deadline_ns > limit ? deadline_ns : limit;
     }
-    (void) pthread_join(tid, NULL);
-    return 0;
+
+    stayed = 0;
+    for (i = 0; i < rt->started; i++) {
+        if (!rt->stuck[i] && nbj_join_until(rt->tids[i], limit) == 0) {
+            continue;
+        }
+        (void) pthread_detach(rt->tids[i]);
+        stayed++;
+        nbffi_logf(rt->q, NBFFI_LOG_WARN, NBJ_LOG_PREFIX "poller %d of %s is"
+                   " still in a handler at the close deadline; left running",
+                   i, rt->cfg.class_name);
+    }
+    return stayed;
+}
+
+
+/* pthread_join, given up at deadline_ns (nbffi_now_ns clock, 0: none).
+   0 once joined. */
+static int
+nbj_join_until(pthread_t tid, int64_t deadline_ns)
+{
+    int64_t          left;
+    struct timespec  ts;
+
+    if (deadline_ns == 0) {
+        return pthread_join(tid, NULL);
+    }
+
+    /* pthread_timedjoin_np takes the wall clock. */
+    left = deadline_ns - nbffi_now_ns();
+    left = left > 0 ? left : 0;
+    (void) clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += left / 1000000000;
+    ts.tv_nsec += left % 1000000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    return pthread_timedjoin_np(tid, NULL, &ts);
 }
 
 
@@ -422,22 +465,20 @@ nbj_register(nbj_rt_t *rt)
 }
 
 
-/* The runtime of q; remove: also take it off the list. */
-static nbj_rt_t *
-nbj_find(nbffi_queue_t *q, int remove)
+/* Takes rt off the list: its queue may go once fini returns. */
+static void
+nbj_unregister(nbj_rt_t *rt)
 {
-    nbj_rt_t  **pp, *rt;
+    nbj_rt_t  **pp;
 
     (void) pthread_mutex_lock(&nbj_rts_lock);
-    for (pp = &nbj_rts; *pp != NULL && (*pp)->q != q; pp = &(*pp)->next) {
-        /* void */
-    }
-    rt = *pp;
-    if (rt != NULL && remove) {
-        *pp = rt->next;
+    for (pp = &nbj_rts; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == rt) {
+            *pp = rt->next;
+            break;
+        }
     }
     (void) pthread_mutex_unlock(&nbj_rts_lock);
-    return rt;
 }
 
 

@@ -1,13 +1,19 @@
 /*
  * The Java runtime driven by the nbffi core directly (no nginx): calls,
- * errors, logging, close and JVM reuse, with the task accounting of the
- * host checked after every test.  Real core, real JVM, -Xcheck:jni.
+ * errors, logging, close within a deadline, JVM reuse and a JVM that
+ * survives failed starts, with the task accounting of the host checked
+ * after every test.  Real core, real JVM, -Xcheck:jni.
  *
  * Environment (set by meson.build):
- *   NBJ_LIB        path of libnbffi_java.so
- *   NBJ_CLASSPATH  the nbffi jar and the test classes (Maven's target/)
+ *   NBJ_LIB        path of libnbffi_java.so (nbffi.jar lies next to it)
+ *   NBJ_CLASSES    the test classes (Maven's target/test-classes)
+ *   NBJ_MAVEN_JAR  Maven's nbffi jar, which a classpath may also list
  *   NBJ_JAVA_HOME  JDK for the "virtual" group (needs virtual threads)
- * Usage: test_java_host [platform|virtual]
+ * Usage: test_java_host [platform|first|virtual]
+ *   platform  everything on the default JDK, in one JVM
+ *   first     starts that fail before and while the JVM is created, then
+ *             one that works: a fresh process
+ *   virtual   executor=virtual on NBJ_JAVA_HOME
  *
  * Not cmocka: it installs its own SIGSEGV/SIGBUS/SIGILL/SIGFPE handlers
  * around each test, replacing the JVM's, which HotSpot needs (implicit
@@ -24,11 +30,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <nbffi.h>
 
 #define WAIT_MS  30000
 #define MAX_LOG  256
+#define MS       1000000LL
 
 #define fail(...)  fail_at(__LINE__, __VA_ARGS__)
 #define check(c)                                                             \
@@ -55,16 +63,19 @@ typedef struct {
 typedef struct {
     const char       *name;
     void            (*fn)(fx_t *fx);
-    const char       *cfg;           /* extra cfg lines of fx->rt        */
+    const char       *cfg;           /* extra cfg lines of fx->rt; NULL:
+                                        the test makes its own           */
 } test_t;
 
 
 static void fail_at(int line, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));
+static void reap_n(fx_t *fx, int n);
 
 
 static const char  *lib;
-static const char  *classpath;
+static const char  *classes;
+static const char  *maven_jar;
 static const char  *java_home;      /* NULL: the default JDK */
 static jmp_buf      test_jmp;
 
@@ -83,14 +94,15 @@ fail_at(int line, const char *fmt, ...)
 }
 
 
-/* The cfg of a TestHandler runtime plus extra lines. */
+/* The cfg of a TestHandler runtime plus extra lines: the classpath names
+   the test classes only, the loader brings the nbffi jar. */
 static char *
 cfg_of(const char *extra)
 {
     char  *s;
 
     if (asprintf(&s, "class=io.nbffi.it.TestHandler\nclasspath=%s\n"
-                 "jvm_option=-Xcheck:jni\n%s%s%s%s", classpath,
+                 "jvm_option=-Xcheck:jni\n%s%s%s%s", classes,
                  java_home ? "java_home=" : "", java_home ? java_home : "",
                  java_home ? "\n" : "", extra) < 0)
     {
@@ -100,12 +112,76 @@ cfg_of(const char *extra)
 }
 
 
+/*
+ * Starts a runtime of lib_path and waits for the start to end: 0 with
+ * *out, or the status of the failed start with its message in err.  No
+ * other task may be outstanding (reap_n counts).
+ */
+static int
+load_lib(fx_t *fx, const char *lib_path, const char *cfg,
+    nbffi_runtime_t **out, char *err, size_t err_len)
+{
+    int            rc, status;
+    size_t         len;
+    const char    *msg;
+    nbffi_task_t  *t;
+
+    rc = nbffi_runtime_load(fx->host, lib_path, NULL, cfg, strlen(cfg), 0,
+                            0, 0, 0, out, &t);
+    if (rc != 0) {
+        fail("nbffi_runtime_load: %s", nbffi_strerror(rc));
+    }
+    reap_n(fx, 1);
+    status = nbffi_task_status(t);
+    msg = nbffi_task_reply(t, &len);
+    (void) snprintf(err, err_len, "%.*s", (int) len, msg);
+    nbffi_task_release(t);
+    if (status != 0) {
+        check_int(nbffi_runtime_state(*out), NBFFI_RT_FAILED);
+        nbffi_runtime_free(*out);
+        *out = NULL;
+    }
+    return status;
+}
+
+
 static int
 load(fx_t *fx, const char *cfg, nbffi_runtime_t **out, char *err,
     size_t err_len)
 {
-    return nbffi_runtime_load(fx->host, lib, NULL, cfg, strlen(cfg), 0, 0,
-                              0, out, err, err_len);
+    return load_lib(fx, lib, cfg, out, err, err_len);
+}
+
+
+/* Closes rt with a deadline ms from now (0: none); the close task is
+   outstanding until reaped. */
+static nbffi_task_t *
+close_in(nbffi_runtime_t *rt, int64_t ms)
+{
+    int            rc;
+    nbffi_task_t  *t;
+
+    rc = nbffi_runtime_close(rt, ms ? nbffi_now_ns() + ms * MS : 0, &t);
+    if (rc != 0) {
+        fail("nbffi_runtime_close: %s", nbffi_strerror(rc));
+    }
+    return t;
+}
+
+
+/* Closes and frees rt, nothing else outstanding: its close status. */
+static int
+close_and_free(fx_t *fx, nbffi_runtime_t *rt, int64_t ms)
+{
+    int            status;
+    nbffi_task_t  *t;
+
+    t = close_in(rt, ms);
+    reap_n(fx, 1);
+    status = nbffi_task_status(t);
+    nbffi_task_release(t);
+    nbffi_runtime_free(rt);
+    return status;
 }
 
 
@@ -138,11 +214,29 @@ logged(fx_t *fx, int level, const char *text)
 
     collect_logs(fx);
     for (i = 0; i < fx->nlog; i++) {
-        if (fx->log_level[i] == level && strstr(fx->log_text[i], text)) {
+        if ((level < 0 || fx->log_level[i] == level)
+            && strstr(fx->log_text[i], text))
+        {
             return 1;
         }
     }
     return 0;
+}
+
+
+/* Waits until a log line holds text. */
+static void
+wait_logged(fx_t *fx, const char *text)
+{
+    int64_t  end;
+
+    end = nbffi_now_ns() + WAIT_MS * MS;
+    while (!logged(fx, -1, text)) {
+        if (nbffi_now_ns() > end) {
+            fail("no log line '%s' within %d ms", text, WAIT_MS);
+        }
+        (void) nbffi_host_wait(fx->host, nbffi_now_ns() + 100 * MS);
+    }
 }
 
 
@@ -372,7 +466,7 @@ static void
 test_close_finishes_pending_calls(fx_t *fx)
 {
     enum { N = 40 };
-    nbffi_task_t  *t[N];
+    nbffi_task_t  *t[N], *closed;
     int            i;
     size_t         len;
     const char    *r;
@@ -380,9 +474,10 @@ test_close_finishes_pending_calls(fx_t *fx)
     for (i = 0; i < N; i++) {
         t[i] = post(fx, fx->rt, i % 2 ? "sleep" : "async_sleep", "20", 2);
     }
-    nbffi_runtime_free(fx->rt);
-    fx->rt = NULL;
-    reap_n(fx, N);
+    closed = close_in(fx->rt, 20000);
+    reap_n(fx, N + 1);
+    check_int(nbffi_task_status(closed), 0);
+    nbffi_task_release(closed);
     for (i = 0; i < N; i++) {
         r = nbffi_task_reply(t[i], &len);
         check_int(nbffi_task_status(t[i]), 0);
@@ -390,32 +485,72 @@ test_close_finishes_pending_calls(fx_t *fx)
         check(memcmp(r, "slept", 5) == 0);
         nbffi_task_release(t[i]);
     }
+    nbffi_runtime_free(fx->rt);
+    fx->rt = NULL;
 }
 
 
 static void
 test_close_timeout_answers_held_calls(fx_t *fx)
 {
-    nbffi_task_t  *t[3];
+    nbffi_task_t  *t[3], *closed;
     const char    *r;
     size_t         len;
     int            i;
 
+    /* close_timeout=200 bounds close before the host's deadline does;
+       no view of these payloads was taken: close answers them. */
     for (i = 0; i < 3; i++) {
         t[i] = post(fx, fx->rt, "hold", "", 0);
     }
     expect(fx, "echo", "x", 0, "x");
-    nbffi_runtime_free(fx->rt);
-    fx->rt = NULL;
-    reap_n(fx, 3);
+    closed = close_in(fx->rt, 20000);
+    reap_n(fx, 4);
+    check_int(nbffi_task_status(closed), 0);
+    nbffi_task_release(closed);
     for (i = 0; i < 3; i++) {
         r = nbffi_task_reply(t[i], &len);
         check_int(nbffi_task_status(t[i]), 3);
-        check(memmem(r, len, "runtime closed before the handler answered",
-                     42) != NULL);
+        check(memmem(r, len, "runtime closed before the handler answered"
+                     " (waited 200 ms)", 57) != NULL);
         nbffi_task_release(t[i]);
     }
+    nbffi_runtime_free(fx->rt);
+    fx->rt = NULL;
     check(logged(fx, NBFFI_LOG_WARN, "3 call(s) answered with an error"));
+}
+
+
+static void
+test_close_deadline_hurries_handlers(fx_t *fx)
+{
+    nbffi_task_t  *sleeper, *poller, *closed;
+    char           buf[256];
+    const char    *r;
+    size_t         len;
+
+    /* Two handlers busy for far longer than the deadline (on the two
+       pollers, or on virtual threads): one in an interruptible sleep, one
+       polling cancelled().  Close makes both answer in time; nothing is
+       left over. */
+    sleeper = post(fx, fx->rt, "sleep", "600000", 6);
+    poller = post(fx, fx->rt, "until_cancelled", "", 0);
+    wait_logged(fx, "until_cancelled: polling");
+    closed = close_in(fx->rt, 1000);
+    reap_n(fx, 3);
+    check_int(nbffi_task_status(closed), 0);
+    nbffi_task_release(closed);
+    r = nbffi_task_reply(sleeper, &len);
+    (void) snprintf(buf, sizeof(buf), "%.*s", (int) len, r);
+    check_int(nbffi_task_status(sleeper), 1);
+    check_has(buf, "java.lang.InterruptedException");
+    nbffi_task_release(sleeper);
+    r = nbffi_task_reply(poller, &len);
+    check_int(nbffi_task_status(poller), 0);
+    check(len == 9 && memcmp(r, "cancelled", 9) == 0);
+    nbffi_task_release(poller);
+    nbffi_runtime_free(fx->rt);
+    fx->rt = NULL;
 }
 
 
@@ -455,37 +590,96 @@ threads_named(const char *name)
 }
 
 
+/* Waits until at most n threads are named name. */
 static void
-test_close_timeout_leaves_a_stuck_poller(fx_t *fx)
+wait_threads(const char *name, int n)
 {
-    nbffi_task_t  *t;
-    const char    *r;
-    size_t         len;
-    int64_t        end;
+    int64_t  end;
 
-    /* threads=1 and close_timeout=100: the one poller sleeps 1500 ms in a
-       sync method when the runtime closes. */
-    check_int(threads_named("nbffi-poller-0"), 1);
-    t = post(fx, fx->rt, "sleep", "1500", 4);
-    nbffi_runtime_free(fx->rt);
-    fx->rt = NULL;
-    reap_n(fx, 1);
-    r = nbffi_task_reply(t, &len);
-    check_int(nbffi_task_status(t), 3);
-    check(memmem(r, len, "close_timeout 100 ms", 20) != NULL);
-    nbffi_task_release(t);
-    check(logged(fx, NBFFI_LOG_ERR, "poller 0 of io.nbffi.it.TestHandler is"
-                 " stuck in a handler; left running"));
-
-    /* The poller leaves once its method returns: its late answer is
-       refused, it pops no more, it detaches from the JVM. */
-    end = nbffi_now_ns() + (int64_t) WAIT_MS * 1000000;
-    while (threads_named("nbffi-poller-0") > 0) {
+    end = nbffi_now_ns() + WAIT_MS * MS;
+    while (threads_named(name) > n) {
         if (nbffi_now_ns() > end) {
-            fail("the stuck poller never left");
+            fail("%d thread(s) named %s left, want %d", threads_named(name),
+                 name, n);
         }
         poll(NULL, 0, 10);
     }
+}
+
+
+static void
+test_close_deadline_leaves_a_stuck_poller(fx_t *fx)
+{
+    nbffi_task_t  *t, *closed;
+    const char    *r;
+    size_t         len;
+    int            pollers;
+
+    /* threads=1: the one poller is in a method that ignores interrupts
+       when the deadline comes.  No view of the payload was taken, so
+       close answers the call; the poller stays: orphaned. */
+    pollers = threads_named("nbffi-poller-0");
+    t = post(fx, fx->rt, "stubborn", "1500", 4);
+    wait_logged(fx, "stubborn: pausing 1500 ms");
+    closed = close_in(fx->rt, 300);
+    reap_n(fx, 2);
+    check_int(nbffi_task_status(closed), NBFFI_EORPHANED);
+    nbffi_task_release(closed);
+    r = nbffi_task_reply(t, &len);
+    check_int(nbffi_task_status(t), 3);
+    check(memmem(r, len, "runtime closed before the handler answered", 42)
+          != NULL);
+    check_int(nbffi_task_leaked(t), 0);
+    nbffi_task_release(t);
+    check(logged(fx, NBFFI_LOG_WARN, "poller 0 of io.nbffi.it.TestHandler is"
+                 " still in a handler at the close deadline; left running"));
+    check(logged(fx, NBFFI_LOG_ERR, "fini reported 1 thread(s) still"
+                 " running"));
+    nbffi_runtime_free(fx->rt);
+    fx->rt = NULL;
+
+    /* The poller leaves once its method returns: its answer goes nowhere,
+       it pops no more, it detaches from the JVM. */
+    wait_threads("nbffi-poller-0", pollers - 1);
+}
+
+
+static void
+test_close_deadline_keeps_a_viewed_payload(fx_t *fx)
+{
+    nbffi_runtime_t  *rt;
+    nbffi_task_t     *t, *closed;
+    char             *cfg, err[1024];
+    int               pollers;
+    static const char  payload[] = "1500 bytes read late";
+
+    /* A second runtime, one poller, in a stubborn method that holds a
+       view of its payload past the close deadline: close must not answer
+       it (that would free the payload under the reader); nbffi completes
+       it as closed and keeps its memory. */
+    pollers = threads_named("nbffi-poller-0");
+    cfg = cfg_of("threads=1\n");
+    if (load(fx, cfg, &rt, err, sizeof(err)) != 0) {
+        fail("load: %s", err);
+    }
+    free(cfg);
+    t = post(fx, rt, "stubborn_view", payload, sizeof(payload) - 1);
+    wait_logged(fx, "stubborn: pausing 1500 ms");
+    closed = close_in(rt, 300);
+    reap_n(fx, 2);
+    check_int(nbffi_task_status(closed), NBFFI_EORPHANED);
+    nbffi_task_release(closed);
+    check_int(nbffi_task_status(t), NBFFI_ECLOSED);
+    check_int(nbffi_task_leaked(t), 1);
+    nbffi_task_release(t);
+    nbffi_runtime_free(rt);
+    check_int(nbffi_host_tasks_leaked(fx->host), 1);
+    check(logged(fx, NBFFI_LOG_WARN, "1 left to nbffi"));
+
+    /* The method read its payload intact after the host let go of the
+       call; its late answer was refused without a crash. */
+    wait_threads("nbffi-poller-0", pollers);
+    expect(fx, "property", "nbffi.it.late", 0, payload);
 }
 
 
@@ -522,8 +716,11 @@ test_second_runtime_shares_the_jvm(fx_t *fx)
     nbffi_runtime_t  *rt2;
     char              err[1024], *cfg, buf[256];
 
-    /* jvm_option would matter only to a new JVM: noticed and ignored. */
-    cfg = cfg_of("threads=1\njvm_option=-Xmx64m\n");
+    /* jvm_option would matter only to a new JVM: noticed and ignored.  A
+       classpath that lists the nbffi jar too still works. */
+    check(asprintf(&cfg, "class=io.nbffi.it.TestHandler\nclasspath=%s:%s\n"
+                   "threads=1\njvm_option=-Xmx64m\n", maven_jar, classes)
+          > 0);
     if (load(fx, cfg, &rt2, err, sizeof(err)) != 0) {
         fail("second load: %s", err);
     }
@@ -539,7 +736,7 @@ test_second_runtime_shares_the_jvm(fx_t *fx)
     check_int(outcome(fx, "thread", "", buf, sizeof(buf)), 0);
     check_has(buf, "nbffi-poller-");
 
-    nbffi_runtime_free(rt2);
+    check_int(close_and_free(fx, rt2, 20000), 0);
     expect(fx, "echo", "after", 0, "after");
 }
 
@@ -562,12 +759,12 @@ test_load_errors(fx_t *fx)
     free(cfg);
 
     check(asprintf(&cfg, "class=io.nbffi.it.NotAHandler\nclasspath=%s",
-                   classpath) > 0);
+                   classes) > 0);
     expect_load_error(fx, cfg, "does not implement io.nbffi.Handler");
     free(cfg);
 
     check(asprintf(&cfg, "class=io.nbffi.it.FailingHandler\nclasspath=%s",
-                   classpath) > 0);
+                   classes) > 0);
     expect_load_error(fx, cfg, "register failed: java.lang."
                       "IllegalArgumentException: arg.required is missing");
     free(cfg);
@@ -595,6 +792,71 @@ test_virtual_needs_a_new_jdk(fx_t *fx)
     free(cfg);
     check_int(outcome(fx, "java", "", buf, sizeof(buf)), 0);
     check_has(buf, "17.");
+}
+
+
+static void
+copy_file(const char *from, const char *to)
+{
+    FILE    *in, *out;
+    char     buf[65536];
+    size_t   n;
+
+    in = fopen(from, "rb");
+    out = fopen(to, "wb");
+    check(in != NULL && out != NULL);
+    while ((n = fread(buf, 1, sizeof(buf), in)) > 0) {
+        check(fwrite(buf, 1, n, out) == n);
+    }
+    check(!ferror(in) && fclose(out) == 0);
+    fclose(in);
+}
+
+
+/*
+ * Group "first", a fresh process: starts that fail before the JVM exists
+ * (no jar next to the library, a JVM option it refuses) and after (a
+ * classpath without the handler) leave nothing half made behind: the
+ * next start with a right cfg serves.
+ */
+static void
+test_failed_starts_then_a_good_one(fx_t *fx)
+{
+    char  *dir, *copy, *cfg, err[4096];
+    int    rc;
+
+    /* The library alone, its jar not beside it: no JVM at all. */
+    dir = strdup("/tmp/nbffi-java-XXXXXX");
+    check(dir != NULL && mkdtemp(dir) != NULL);
+    check(asprintf(&copy, "%s/libnbffi_java.so", dir) > 0);
+    copy_file(lib, copy);
+    cfg = cfg_of("");
+    rc = load_lib(fx, copy, cfg, &fx->rt, err, sizeof(err));
+    (void) unlink(copy);
+    (void) rmdir(dir);
+    check_int(rc, NBFFI_EINIT);
+    check_has(err, "nbffi.jar is missing or unreadable");
+    check_int(threads_named("VM Thread"), 0);
+    free(copy);
+    free(dir);
+
+    expect_load_error(fx, "class=io.nbffi.it.TestHandler\n"
+                      "jvm_option=-Xbogus", "JNI_CreateJavaVM failed (-1):"
+                      " Unrecognized option: -Xbogus");
+
+    expect_load_error(fx, "class=io.nbffi.it.TestHandler\n"
+                      "classpath=/nonexistent\njvm_option=-Xcheck:jni",
+                      "classpath entry '/nonexistent' does not exist");
+    check_int(threads_named("VM Thread"), 1);
+    expect_load_error(fx, "class=io.nbffi.it.TestHandler\nclasspath=/tmp",
+                      "handler class 'io.nbffi.it.TestHandler' not found");
+
+    rc = load(fx, cfg, &fx->rt, err, sizeof(err));
+    if (rc != 0) {
+        fail("good load after bad ones: %s", err);
+    }
+    free(cfg);
+    expect(fx, "echo", "served", 0, "served");
 }
 
 
@@ -646,16 +908,18 @@ run(const test_t *t)
         return -1;
     }
 
-    cfg = cfg_of(t->cfg);
-    if (load(fx, cfg, &fx->rt, err, sizeof(err)) != 0) {
-        fail("load: %s", err);
+    if (t->cfg != NULL) {
+        cfg = cfg_of(t->cfg);
+        if (load(fx, cfg, &fx->rt, err, sizeof(err)) != 0) {
+            fail("load: %s", err);
+        }
+        free(cfg);
     }
-    free(cfg);
 
     t->fn(fx);
 
     if (fx->rt != NULL) {
-        nbffi_runtime_free(fx->rt);
+        check_int(close_and_free(fx, fx->rt, 20000), 0);
     }
     nbffi_host_drain(fx->host);
     while (nbffi_host_reap(fx->host, left, 64) > 0) {
@@ -691,26 +955,39 @@ main(int argc, char **argv)
           "threads=4\n" },
         { "close_timeout_answers_held_calls",
           test_close_timeout_answers_held_calls, "close_timeout=200\n" },
-        { "close_timeout_leaves_a_stuck_poller",
-          test_close_timeout_leaves_a_stuck_poller,
-          "threads=1\nclose_timeout=100\n" },
+        { "close_deadline_hurries_handlers",
+          test_close_deadline_hurries_handlers, "" },
+        { "close_deadline_leaves_a_stuck_poller",
+          test_close_deadline_leaves_a_stuck_poller, "threads=1\n" },
+        { "close_deadline_keeps_a_viewed_payload",
+          test_close_deadline_keeps_a_viewed_payload, "" },
         { "handler_sees_cancel", test_handler_sees_cancel, "" },
         { "second_runtime_shares_the_jvm",
           test_second_runtime_shares_the_jvm, "" },
         { "load_errors", test_load_errors, "" },
         { "virtual_needs_a_new_jdk", test_virtual_needs_a_new_jdk, "" },
     };
+    static const test_t  first[] = {
+        { "failed_starts_then_a_good_one", test_failed_starts_then_a_good_one,
+          NULL },
+    };
     static const test_t  virtual[] = {
         { "virtual_threads", test_virtual_threads, "executor=virtual\n" },
+        { "close_deadline_hurries_handlers",
+          test_close_deadline_hurries_handlers, "executor=virtual\n" },
     };
 
     lib = getenv("NBJ_LIB");
-    classpath = getenv("NBJ_CLASSPATH");
-    if (lib == NULL || classpath == NULL) {
-        fprintf(stderr, "set NBJ_LIB and NBJ_CLASSPATH\n");
+    classes = getenv("NBJ_CLASSES");
+    maven_jar = getenv("NBJ_MAVEN_JAR");
+    if (lib == NULL || classes == NULL || maven_jar == NULL) {
+        fprintf(stderr, "set NBJ_LIB, NBJ_CLASSES and NBJ_MAVEN_JAR\n");
         return 2;
     }
-    if (strcmp(group, "virtual") == 0) {
+    if (strcmp(group, "first") == 0) {
+        tests = first;
+        n = sizeof(first) / sizeof(first[0]);
+    } else if (strcmp(group, "virtual") == 0) {
         java_home = getenv("NBJ_JAVA_HOME");
         if (java_home == NULL) {
             fprintf(stderr, "virtual: set NBJ_JAVA_HOME\n");

@@ -23,11 +23,12 @@ final class Bridge {
     }
 
     /*
-     * Closes runtime; true at k when poller k is stuck in a handler.
-     * abort: its pollers never ran (the loader failed to start them).
+     * Closes runtime within deadline (nbffi_now_ns clock, 0: none); true
+     * at k when poller k is still inside a handler.  abort: its pollers
+     * never ran (the loader failed to start them).
      */
-    static boolean[] close(Object runtime, boolean abort)
+    static boolean[] close(Object runtime, long deadline, boolean abort)
         throws InterruptedException {
-        return ((Instance) runtime).close(abort);
+        return ((Instance) runtime).close(deadline, abort);
     }
 }

@@ -18,13 +18,15 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicIntegerArray;
+import java.util.concurrent.atomic.AtomicReferenceArray;
 import java.util.logging.Level;
 import java.util.logging.Logger;
 
 /*
- * One nbffi runtime in the JVM: a handler, its method table, and the calls
- * in flight.  The C loader makes it with start(), runs poll() on each of
- * its poller threads and, once the host closed the queue, calls close().
+ * One nbffi runtime in the JVM: a handler, its class loader, its method
+ * table, and the calls in flight.  The C loader makes it with start(),
+ * runs poll() on each of its poller threads and, once the host closed the
+ * queue, calls close() with the host's deadline.
  *
  * executor=platform: the pollers run the calls themselves, so the nbffi
  * queue is the pool's only queue.  Handing calls to a second pool would add
@@ -35,22 +37,32 @@ final class Instance {
 
     private static final Logger LOG = Logger.getLogger("io.nbffi");
 
+    /* How long before the end of its wait close interrupts the handlers
+       still running (at most a quarter of the time close has). */
+    private static final long HURRY_NANOS = TimeUnit.MILLISECONDS.toNanos(200);
+    /* How long before the host's deadline close stops waiting, so that
+       closing the handler and the loader joining the pollers fit in (at
+       most a tenth of the time close has). */
+    private static final long MARGIN_NANOS = TimeUnit.MILLISECONDS.toNanos(50);
+
     private final long queue;
     private final long table;
     private final String name;
     private final Handler handler;
     private final Methods methods;
     private final Methods.Entry[] entries;
-    private final URLClassLoader loader;        /* null: system class path */
+    private final URLClassLoader loader;        /* null: no classpath */
     private final ExecutorService executor;     /* null: pollers run calls */
     private final int batch;
     private final long closeTimeoutNanos;
     private final Set<NativeRequest> inflight = ConcurrentHashMap.newKeySet();
     private final CountDownLatch pollersDone;
     private final AtomicIntegerArray pollerLeft;
+    private final AtomicReferenceArray<Thread> pollers;
     private final Gate gate = new Gate();
     private final Object drained = new Object();
     private volatile boolean closing;
+    private volatile boolean hurrying;
     private final Object logLock = new Object();
     private boolean logOpen = true;             /* guarded by logLock */
 
@@ -69,6 +81,7 @@ final class Instance {
         this.closeTimeoutNanos = TimeUnit.MILLISECONDS.toNanos(closeTimeoutMs);
         this.pollersDone = new CountDownLatch(threads);
         this.pollerLeft = new AtomicIntegerArray(threads);
+        this.pollers = new AtomicReferenceArray<>(threads);
     }
 
     static Instance start(long queue, String className, String[] classpath,
@@ -79,7 +92,14 @@ final class Instance {
             ? null : loader(classpath);
         Handler handler = null;
         ExecutorService executor = null;
+        Thread self = Thread.currentThread();
+        ClassLoader context = self.getContextClassLoader();
         try {
+            /* Libraries that look classes up through the context class
+               loader (ServiceLoader, JDBC drivers) see the handler's. */
+            if (loader != null) {
+                self.setContextClassLoader(loader);
+            }
             handler = instantiate(className, loader, classpath);
             Methods methods;
             try {
@@ -108,11 +128,18 @@ final class Instance {
             }
             closeQuietly(handler, loader);
             throw e;
+        } finally {
+            self.setContextClassLoader(context);
         }
     }
 
     /* Pops and dispatches until the queue ends.  On poller thread index. */
     void poll(int index) {
+        pollers.set(index, Thread.currentThread());
+        if (loader != null) {
+            /* Virtual threads started from here inherit it. */
+            Thread.currentThread().setContextClassLoader(loader);
+        }
         long[] tasks = new long[batch];
         int[] info = new int[2 * batch];
         NativeRequest[] popped = new NativeRequest[batch];
@@ -151,30 +178,34 @@ final class Instance {
     }
 
     /*
-     * Lets calls in flight finish for up to close_timeout, then answers the
-     * rest with CLOSED, closes the handler and stops logging through this
-     * runtime.  Returns, per poller, whether it is still inside a handler
-     * (the loader must not wait for it).  No poller pops afterwards.
-     * abort: the pollers never ran, there is nothing to wait for.
+     * Lets the calls in flight finish until deadline (nbffi_now_ns clock,
+     * 0: none) or close_timeout, whichever comes first; interrupts the
+     * handlers still running shortly before that.  Then answers with
+     * CLOSED the calls left whose payload view no handler holds, and
+     * leaves the others unanswered: nbffi completes them as closed and
+     * keeps their memory, which a handler may still read.  Closes the
+     * handler and stops logging through this runtime.  Returns, per
+     * poller, whether it is still inside a handler (the loader must not
+     * wait for it).  No poller pops afterwards.  abort: the pollers never
+     * ran, there is nothing to wait for.
      */
-    boolean[] close(boolean abort) throws InterruptedException {
-        long end = System.nanoTime() + closeTimeoutNanos;
-        boolean clean = abort || pollersDone.await(closeTimeoutNanos,
-            TimeUnit.NANOSECONDS) && awaitInflight(end);
+    boolean[] close(long deadline, boolean abort)
+        throws InterruptedException {
+        long budget = closeTimeoutNanos;
+        if (deadline != 0) {
+            long left = Math.max(0, deadline - Native.now());
+            budget = Math.min(budget, left - Math.min(MARGIN_NANOS, left / 10));
+        }
+        long end = System.nanoTime() + budget;
+        boolean clean = abort
+            || drained(end - Math.min(HURRY_NANOS, budget / 4));
+        if (!clean) {
+            hurry();
+            clean = drained(end);
+        }
         if (!clean) {
             gate.shut();
-            String msg = "runtime closed before the handler answered"
-                + " (close_timeout " + closeTimeoutNanos / 1000000 + " ms)";
-            byte[] text = msg.getBytes(StandardCharsets.UTF_8);
-            int n = 0;
-            for (NativeRequest r : inflight) {
-                if (r.answer(ErrorReply.CLOSED, text)) {
-                    n++;
-                }
-            }
-            int left = n;
-            LOG.warning(() -> name + ": " + msg + "; " + left
-                + " call(s) answered with an error");
+            abandon(budget);
         }
         if (executor != null) {
             executor.shutdown();
@@ -190,6 +221,11 @@ final class Instance {
             stuck[k] = pollerLeft.get(k) == 0;
         }
         return stuck;
+    }
+
+    /* True once close is about to give up: see Request.cancelled(). */
+    boolean hurrying() {
+        return hurrying;
     }
 
     /* Writes a line to the host log; false once this runtime is closed. */
@@ -221,7 +257,8 @@ final class Instance {
         try {
             executor.execute(() -> run(r));
         } catch (RejectedExecutionException e) {
-            r.fail(e);
+            r.fail(new ErrorReply(ErrorReply.CLOSED,
+                "runtime closed before the call started"));
         }
     }
 
@@ -231,6 +268,54 @@ final class Instance {
         } else {
             r.entry.invoke(r, r);
         }
+    }
+
+    /* True once the pollers left and no call is in flight, false at end
+       (System.nanoTime clock). */
+    private boolean drained(long end) throws InterruptedException {
+        return pollersDone.await(end - System.nanoTime(),
+            TimeUnit.NANOSECONDS) && awaitInflight(end);
+    }
+
+    /* Asks the handlers still running to give up: interrupts the pollers
+       inside one and the virtual threads; cancelled() turns true. */
+    private void hurry() {
+        hurrying = true;
+        for (int k = 0; k < pollers.length(); k++) {
+            Thread t = pollers.get(k);
+            if (t != null && pollerLeft.get(k) == 0) {
+                t.interrupt();
+            }
+        }
+        if (executor != null) {
+            executor.shutdownNow();
+        }
+    }
+
+    /* Answers what close can; logs what it did. */
+    private void abandon(long budget) {
+        String msg = "runtime closed before the handler answered (waited "
+            + TimeUnit.NANOSECONDS.toMillis(budget) + " ms)";
+        byte[] text = msg.getBytes(StandardCharsets.UTF_8);
+        int answered = 0;
+        int left = 0;
+        for (NativeRequest r : inflight) {
+            switch (r.answerUnlessViewed(ErrorReply.CLOSED, text)) {
+                case NativeRequest.ANSWERED_NOW:
+                    answered++;
+                    break;
+                case NativeRequest.VIEWED:
+                    left++;
+                    break;
+                default:
+                    break;
+            }
+        }
+        int n = answered;
+        int v = left;
+        LOG.warning(() -> name + ": " + msg + "; " + n + " call(s) answered"
+            + " with an error" + (v == 0 ? "" : "; " + v + " left to nbffi,"
+            + " their handlers still holding a view of the payload"));
     }
 
     private boolean awaitInflight(long end) throws InterruptedException {
@@ -263,10 +348,11 @@ final class Instance {
                     + classpath[k] + "': " + e.getMessage());
             }
         }
-        /* Parent first: io.nbffi and anything on the JVM's own class path
-           come from there, so every runtime shares one Handler type. */
-        return new URLClassLoader("nbffi", urls,
-            ClassLoader.getSystemClassLoader());
+        /* Parent first: io.nbffi comes from the JVM's class path, where
+           the loader put the nbffi jar, so every runtime shares one
+           Handler type even when its classpath lists the jar too.
+           Unnamed, so that stack traces read as on the class path. */
+        return new URLClassLoader(urls, Instance.class.getClassLoader());
     }
 
     private static Handler instantiate(String className, ClassLoader loader,

@@ -6,7 +6,9 @@ import java.nio.ByteBuffer;
  * The native methods of libnbffi_java.so, bound with RegisterNatives when
  * the loader starts the first runtime of the process.  task, queue and
  * table are C pointers.  A task is valid from pop until respond; callers
- * guarantee that (see NativeRequest).
+ * guarantee that (see NativeRequest).  A task that nbffi completed as
+ * closed when its runtime was orphaned stays valid for good, and respond
+ * then does nothing.
  */
 final class Native {
 

@@ -11,8 +11,19 @@ import java.nio.charset.StandardCharsets;
  * and the answer claims the task first: state goes OPEN -> BUSY -> OPEN
  * around accesses and OPEN -> ANSWERED exactly once.  After that no native
  * call touches the task, whichever thread tries.
+ *
+ * The payload view is the exception: a direct buffer over the task's
+ * memory that the handler reads without a native call.  Once one was
+ * handed out, only the method's own answer may free that memory; a close
+ * that gives up on the call leaves it unanswered instead (see Instance),
+ * and nbffi then keeps the memory for good.
  */
 final class NativeRequest implements Request, Methods.Reply {
+
+    /* answerUnlessViewed: what it did. */
+    static final int ANSWERED_NOW = 0;
+    static final int ANSWERED_BEFORE = 1;
+    static final int VIEWED = 2;
 
     private static final int OPEN = 0;
     private static final int BUSY = 1;
@@ -70,10 +81,11 @@ final class NativeRequest implements Request, Methods.Reply {
             enter();
             try {
                 v = Native.payload(task).asReadOnlyBuffer();
+                /* Set before exit(): answerUnlessViewed must see it. */
+                view = v;
             } finally {
                 exit();
             }
-            view = v;
         }
         return v.duplicate();
     }
@@ -112,7 +124,7 @@ final class NativeRequest implements Request, Methods.Reply {
     public boolean cancelled() {
         enter();
         try {
-            return Native.cancelled(task);
+            return owner.hurrying() || Native.cancelled(task);
         } finally {
             exit();
         }
@@ -141,22 +153,51 @@ final class NativeRequest implements Request, Methods.Reply {
             }
             Thread.onSpinWait();
         }
+        respond(status, data);
+        return true;
+    }
+
+    /*
+     * For a close that gives up: answers unless answered before or a
+     * payload view was handed out (its reader may still run).  While BUSY
+     * no view can appear.
+     */
+    int answerUnlessViewed(int status, byte[] data) {
+        if (!tryEnter()) {
+            return ANSWERED_BEFORE;
+        }
+        if (view != null) {
+            exit();
+            return VIEWED;
+        }
+        state = ANSWERED;
+        respond(status, data);
+        return ANSWERED_NOW;
+    }
+
+    private void respond(int status, byte[] data) {
         try {
             Native.respond(task, status, data, data == null ? 0 : data.length);
         } finally {
             owner.answered(this);
         }
-        return true;
     }
 
     private void enter() {
+        if (!tryEnter()) {
+            throw gone();
+        }
+    }
+
+    /* OPEN -> BUSY; false once answered. */
+    private boolean tryEnter() {
         for (;;) {
             int s = state;
             if (s == ANSWERED) {
-                throw gone();
+                return false;
             }
             if (s == OPEN && STATE.compareAndSet(this, OPEN, BUSY)) {
-                return;
+                return true;
             }
             Thread.onSpinWait();
         }

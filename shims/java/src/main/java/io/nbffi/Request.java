@@ -10,7 +10,9 @@ import java.nio.ByteBuffer;
  * to nbffi and is <b>valid only until the call is answered</b>: when a sync
  * method returns, or when the stage of an async method completes.  Do not
  * keep the buffer, or views of it, past that point; use {@link #bytes()}
- * for a copy that lives on.
+ * for a copy that lives on.  (A call its runtime closes on before it is
+ * answered keeps that memory for good: a method that overruns the close
+ * deadline still reads valid bytes.)
  */
 public interface Request {
 
@@ -32,7 +34,11 @@ public interface Request {
      */
     long remainingNanos();
 
-    /** True once the caller gave up waiting (timeout, aborted request). */
+    /**
+     * True once the caller gave up waiting (timeout, aborted request), or
+     * when the runtime is closing and about to give up on this call: a
+     * long method should then stop early.
+     */
     boolean cancelled();
 
     /**

@@ -20,8 +20,9 @@ public final class Faults implements Handler {
 
     private static final Logger LOG = Logger.getLogger("faults");
 
-    /* The request of the last "never" call: "late" reads it after the
-       runtime that owned it closed (the JVM outlives runtimes). */
+    /* The request of the last "never" call: "late" reads it after
+       "release" answered it.  (Static, but each runtime loads this class
+       through its own class loader: not shared between runtimes.) */
     private static volatile Request stashed;
 
     private final AtomicLong flaky = new AtomicLong();
@@ -46,7 +47,8 @@ public final class Faults implements Handler {
             return bytes("ok");
         });
         /* Ignores its caller giving up: answered by "release", or with
-           status 3 when the runtime closes (close_timeout). */
+           status 3 when the runtime closes (close_timeout, or the close
+           deadline if sooner; it takes no payload view, so close may). */
         m.async("never", req -> {
             stashed = req;
             CompletableFuture<byte[]> f = new CompletableFuture<>();

@@ -60,6 +60,29 @@ public final class TestHandler implements Handler {
             b.get(out);
             return out;
         }, later(5)));
+        /* Like sleep, but ignores interruption: a handler close cannot
+           hurry. */
+        m.sync("stubborn", req -> {
+            pause(Long.parseLong(text(req)));
+            return bytes("stubborn");
+        });
+        /* Payload "MS TEXT": pauses MS stubbornly, then reads its payload
+           view and leaves what it read in the system property
+           nbffi.it.late (one JVM: another runtime reads it with
+           "property"). */
+        m.sync("stubborn_view", req -> {
+            ByteBuffer b = req.payload();
+            String ms = StandardCharsets.UTF_8.decode(b.duplicate())
+                .toString().split(" ", 2)[0];
+            pause(Long.parseLong(ms));
+            byte[] out = new byte[b.remaining()];
+            b.get(out);
+            System.setProperty("nbffi.it.late",
+                new String(out, StandardCharsets.UTF_8));
+            return out;
+        });
+        m.sync("property", req -> bytes(String.valueOf(
+            System.getProperty(text(req)))));
         m.async("async_sleep", req -> CompletableFuture.supplyAsync(
             () -> bytes("slept"), later(Long.parseLong(text(req)))));
         m.sync("throw", req -> {
@@ -107,11 +130,18 @@ public final class TestHandler implements Handler {
             }
             return bytes(sb.toString());
         });
-        /* Answers once the caller gave up (polls: it is the handler's
-           own loop, bounded at 30 s). */
+        /* Answers once the caller gave up or the runtime hurries it
+           (polls: it is the handler's own loop, bounded at 30 s; an
+           interrupt only ends a poll early). */
         m.sync("until_cancelled", req -> {
+            LOG.info("until_cancelled: polling");
             for (int i = 0; i < 30000 && !req.cancelled(); i++) {
-                Thread.sleep(1);
+                try {
+                    Thread.sleep(1);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    break;
+                }
             }
             return bytes(req.cancelled() ? "cancelled" : "never");
         });
@@ -132,6 +162,23 @@ public final class TestHandler implements Handler {
             return (Boolean) Thread.class.getMethod("isVirtual").invoke(t);
         } catch (ReflectiveOperationException e) {
             return false;
+        }
+    }
+
+    /* Sleeps ms, whatever interrupts it. */
+    private static void pause(long ms) {
+        LOG.info("stubborn: pausing " + ms + " ms");
+        long end = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(ms);
+        boolean interrupted = false;
+        for (long left; (left = end - System.nanoTime()) > 0; ) {
+            try {
+                TimeUnit.NANOSECONDS.sleep(left);
+            } catch (InterruptedException e) {
+                interrupted = true;
+            }
+        }
+        if (interrupted) {
+            Thread.currentThread().interrupt();
         }
     }
 
