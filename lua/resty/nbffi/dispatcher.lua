@@ -7,7 +7,8 @@
 -- semaphore.  A tick timer wakes it once a second (sweep, runtime logs)
 -- and restarts it if it stopped.  While no dispatcher runs (before it
 -- started, after it left, or when the notifier cannot be made) waiting
--- callers reap by themselves every POLL seconds.
+-- callers reap by themselves, every POLL seconds at first, less often the
+-- longer they wait (up to POLL_MAX).
 --
 -- Nothing one call does can stop the others: the dispatcher's loop body
 -- runs protected, and a reply that cannot be delivered (too large for a
@@ -49,6 +50,7 @@ local REAP_BATCH = 64
 local TICK = 1                  -- s between dispatcher wake-ups
 local READ_TIMEOUT = 10000      -- ms; a backstop only: the tick wakes sooner
 local POLL = 0.001              -- s between reaps when no dispatcher runs
+local POLL_MAX = 0.016          -- ... at most, once a call waited a while
 local MAX_WAIT = 86400          -- s in one sema:wait (it takes int ms)
 local LOG_BUF = 4096
 -- LuaJIT's longest string (LJ_MAX_STR): a longer reply cannot be returned.
@@ -320,7 +322,8 @@ local function dispatch(premature)
         dispatcher_started = false
         if notifier_broken then
             log(ERR, "nbffi: no dispatcher in this worker: ", err,
-                "; callers reap by themselves (every ", POLL * 1000, " ms)")
+                "; callers reap by themselves (every ", POLL * 1000, " to ",
+                POLL_MAX * 1000, " ms)")
         else
             log(ERR, "nbffi: dispatcher: ", err,
                 "; callers reap by themselves until it restarts")
@@ -469,8 +472,9 @@ end
 
 -- Waits for rec's completion until its deadline: on the record's
 -- semaphore while the dispatcher runs, else by reaping every POLL
--- seconds.  Returns the semaphore's error if it cannot wait here at all.
+-- seconds, doubling to POLL_MAX.  Returns the semaphore's error if it cannot wait here at all.
 function _M.wait(rec)
+    local poll = POLL
     while not rec.done and not rec.gone do
         -- the deadline's own clock: nginx's cached time lags behind it
         local left = (rec.deadline - now_ns()) * 1e-9
@@ -499,7 +503,8 @@ function _M.wait(rec)
                 return err      -- cannot wait here at all
             end
         else
-            ngx_sleep(math_min(POLL, left))
+            ngx_sleep(math_min(poll, left))
+            poll = math_min(poll * 2, POLL_MAX)
             if host then
                 reap_all()
             end
