@@ -105,7 +105,18 @@ t_stranger_end(struct t_stranger *st)
     assert_int_equal(waitpid(st->pid, NULL, 0), st->pid);
 }
 
-/* Sets TMPDIR (NULL: unsets it); returns the old value, to restore. */
+/* Sets TMPDIR, or unsets it for NULL. */
+static void
+t_put_tmpdir(const char *dir)
+{
+    if (dir != NULL) {
+        assert_int_equal(setenv("TMPDIR", dir, 1), 0);
+    } else {
+        assert_int_equal(unsetenv("TMPDIR"), 0);
+    }
+}
+
+/* Sets TMPDIR; returns the old value, for t_restore_tmpdir. */
 static char *
 t_set_tmpdir(const char *dir)
 {
@@ -113,12 +124,7 @@ t_set_tmpdir(const char *dir)
 
     old = getenv("TMPDIR");
     old = old != NULL ? strdup(old) : NULL;
-
-    if (dir != NULL) {
-        assert_int_equal(setenv("TMPDIR", dir, 1), 0);
-    } else {
-        assert_int_equal(unsetenv("TMPDIR"), 0);
-    }
+    t_put_tmpdir(dir);
 
     return old;
 }
@@ -126,7 +132,7 @@ t_set_tmpdir(const char *dir)
 static void
 t_restore_tmpdir(char *old)
 {
-    (void) t_set_tmpdir(old);
+    t_put_tmpdir(old);
     free(old);
 }
 
