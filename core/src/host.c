@@ -207,9 +207,14 @@ nbffi_call(nbffi_host_t *host, nbffi_runtime_t *rt, const char *method,
     return 0;
 
 closed:
-    /* A failed start closes the queue: say why, not just "closed". */
-    if (atomic_load(&rt->state) == NBFFI_RT_FAILED && !rt->closing) {
-        return nbffi_runtime_error(rt, NULL);
+    /* A failed start closes the queue: say why, not just "closed".  The
+     * host that closes may be another thread: closing is read under its
+     * lock. */
+    if (atomic_load(&rt->state) == NBFFI_RT_FAILED) {
+        pthread_mutex_lock(&rt->life_lock);
+        rc = rt->closing ? NBFFI_ECLOSED : rt->start_status;
+        pthread_mutex_unlock(&rt->life_lock);
+        return rc;
     }
     return NBFFI_ECLOSED;
 }
