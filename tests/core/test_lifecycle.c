@@ -11,6 +11,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -183,6 +185,83 @@ test_failed_start_fails_queued_and_later_calls(void **state)
     assert_int_equal(nbffi_runtime_state(rt), NBFFI_RT_CLOSED);
     assert_int_equal(nbffi_call(host, rt, "m", 1, "x", 1, 0, 0, &out),
                      NBFFI_ECLOSED);
+    nbffi_runtime_free(rt);
+}
+
+/* Another host thread posting to a runtime until it is refused as
+ * closed. */
+struct t_poster {
+    nbffi_runtime_t  *rt;
+    pthread_t         tid;
+    atomic_int        refused;      /* calls refused so far */
+    int               other;        /* a result but the two expected */
+};
+
+static void *
+t_poster_main(void *arg)
+{
+    int               rc;
+    nbffi_host_t     *other;
+    nbffi_task_t     *task;
+    struct t_poster  *p;
+
+    p = arg;
+
+    if (nbffi_host_new(&other, 0) != 0) {
+        p->other = 1;
+        return NULL;
+    }
+
+    do {
+        task = NULL;
+        rc = nbffi_call(other, p->rt, "m", 1, "x", 1, 0, 0, &task);
+        if (rc != NBFFI_EINIT && rc != NBFFI_ECLOSED) {
+            p->other = 1;
+            if (task != NULL) {
+                nbffi_task_release(task);
+            }
+            break;
+        }
+        atomic_fetch_add(&p->refused, 1);
+    } while (rc != NBFFI_ECLOSED);
+
+    if (nbffi_host_free(other) != 0) {
+        p->other = 1;
+    }
+
+    return NULL;
+}
+
+static void
+test_failed_start_closed_while_another_host_posts(void **state)
+{
+    nbffi_task_t     *task;
+    nbffi_runtime_t  *rt;
+    struct t_poster   p;
+
+    (void) state;
+
+    rt = t_start("fail:no", 0, &task);
+    t_wait_task(host, task);
+    assert_int_equal(nbffi_task_status(task), NBFFI_EINIT);
+    nbffi_task_release(task);
+
+    /* Another host's calls learn why the start failed, then, once this
+     * host closed the runtime, that it is closed: no other answer, and
+     * (under TSan) no data race on the runtime's close. */
+    memset(&p, 0, sizeof(p));
+    p.rt = rt;
+    atomic_init(&p.refused, 0);
+    assert_int_equal(pthread_create(&p.tid, NULL, t_poster_main, &p), 0);
+
+    while (atomic_load(&p.refused) < 100) {
+        (void) sched_yield();
+    }
+
+    assert_int_equal(nbffi_runtime_close(rt, 0, NULL), 0);
+    assert_int_equal(pthread_join(p.tid, NULL), 0);
+    assert_int_equal(p.other, 0);
+
     nbffi_runtime_free(rt);
 }
 
@@ -597,6 +676,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         T_HOST(test_load_returns_while_starting),
         T_HOST(test_failed_start_fails_queued_and_later_calls),
+        T_HOST(test_failed_start_closed_while_another_host_posts),
         T_HOST(test_start_deadline),
         T_HOST(test_close_deadline_orphans_hung_fini),
         T_HOST(test_fini_reports_threads_that_stayed),
