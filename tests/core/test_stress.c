@@ -1017,6 +1017,165 @@ test_stress_host_churn(void **state)
            (unsigned long long) per);
 }
 
+/*
+ * A runtime orphaned while its threads pop: tasks a thread takes from the
+ * queue while the close sweeps what the runtime holds must not fall
+ * between the two (never completed: a caller waiting forever, a host that
+ * can never be freed).
+ */
+#define T_ORPHAN_POPPERS  3
+#define T_ORPHAN_POSTED   100       /* posts before the close */
+#define T_ORPHAN_MAX      (1 << 18) /* posts at most */
+
+struct t_orphan {
+    nbffi_queue_t    *q;
+    nbffi_runtime_t  *rt;
+    atomic_ullong     held;         /* tasks the poppers took */
+    atomic_ullong     posted;
+    /* the posting host's end, written by its thread before it exits */
+    uint64_t          reaped;
+    uint64_t          leaked;
+    uint64_t          live;
+    int               freed;
+};
+
+/* Pops and keeps every task, a handler that never returns. */
+static void *
+t_orphan_popper(void *arg)
+{
+    int               n;
+    nbffi_task_t     *task;
+    struct t_orphan  *o;
+
+    o = arg;
+
+    while ((n = nbffi_queue_pop(o->q, &task, 1, -1)) != NBFFI_ECLOSED) {
+        if (!T_CHECK(n >= 0)) {
+            break;
+        }
+        atomic_fetch_add(&o->held, (uint64_t) n);
+    }
+
+    return NULL;
+}
+
+/* Another host: posts until closed (or T_ORPHAN_MAX posts), then reaps
+ * until each task completed, as closed: nobody answers. */
+static void *
+t_orphan_poster(void *arg)
+{
+    int               i, n, rc;
+    int64_t           deadline;
+    nbffi_host_t     *host;
+    nbffi_task_t     *task, *out[T_REAP_BATCH];
+    struct t_orphan  *o;
+
+    o = arg;
+
+    if (!T_CHECK(nbffi_host_new(&host, 0) == 0)) {
+        return NULL;
+    }
+
+    for ( ;; ) {
+        rc = NBFFI_EQFULL;
+        if (atomic_load(&o->posted) < T_ORPHAN_MAX) {
+            rc = nbffi_call(host, o->rt, "m", 1, "p", 1, 0, 0, &task);
+        }
+        if (rc == NBFFI_ECLOSED) {
+            break;
+        }
+        if (rc == 0) {
+            atomic_fetch_add(&o->posted, 1);
+        } else if (!T_CHECK(rc == NBFFI_EQFULL)) {
+            break;
+        } else {
+            (void) sched_yield();
+        }
+    }
+
+    deadline = nbffi_now_ns() + (int64_t) T_WAIT_MS * 1000000;
+
+    while (nbffi_host_tasks_live(host) != 0
+           && nbffi_host_wait(host, deadline))
+    {
+        nbffi_host_drain(host);
+        n = nbffi_host_reap(host, out, T_REAP_BATCH);
+        for (i = 0; i < n; i++) {
+            (void) T_CHECK(nbffi_task_status(out[i]) == NBFFI_ECLOSED);
+            o->leaked += nbffi_task_leaked(out[i]);
+            o->reaped++;
+            nbffi_task_release(out[i]);
+        }
+    }
+
+    o->live = nbffi_host_tasks_live(host);
+    o->freed = (o->live == 0 && nbffi_host_free(host) == 0);
+
+    return NULL;
+}
+
+static void
+test_stress_orphan_pop(void **state)
+{
+    int               round, rounds, i;
+    pthread_t         poster, poppers[T_ORPHAN_POPPERS];
+    uint64_t          held;
+    nbffi_host_t     *host;
+    struct t_orphan   o;
+
+    (void) state;
+
+    held = 0;
+    rounds = (int) (t_tasks() / 2500);
+
+    assert_int_equal(nbffi_host_new(&host, NBFFI_HOST_LOG_QUEUE), 0);
+
+    for (round = 0; round < rounds; round++) {
+        memset(&o, 0, sizeof(o));
+        atomic_init(&o.held, 0);
+        atomic_init(&o.posted, 0);
+        o.rt = t_load_ctl(host, 16, 0, &o.q);
+
+        for (i = 0; i < T_ORPHAN_POPPERS; i++) {
+            assert_int_equal(pthread_create(&poppers[i], NULL,
+                                            t_orphan_popper, &o), 0);
+        }
+        assert_int_equal(pthread_create(&poster, NULL, t_orphan_poster, &o),
+                         0);
+
+        while (atomic_load(&o.posted) < T_ORPHAN_POSTED) {
+            (void) sched_yield();
+        }
+
+        /* t_ctl's fini returns at once: the poppers still hold tasks, and
+         * are still popping.  The other host posts until it is refused. */
+        assert_int_equal(nbffi_runtime_close(o.rt, 0, NULL), 0);
+        assert_int_equal(pthread_join(poster, NULL), 0);
+        for (i = 0; i < T_ORPHAN_POPPERS; i++) {
+            assert_int_equal(pthread_join(poppers[i], NULL), 0);
+        }
+        t_assert_no_failure();
+
+        assert_int_equal(t_close_free(o.rt, T_WAIT_MS), NBFFI_RT_ORPHANED);
+
+        /* Every task completed once.  What the poppers took is leaked,
+         * and at most one task per popper more: one the sweep took from
+         * the held set while its pop was still returning it. */
+        assert_int_equal(o.live, 0);
+        assert_int_equal(o.reaped, atomic_load(&o.posted));
+        assert_true(o.leaked >= atomic_load(&o.held));
+        assert_true(o.leaked <= atomic_load(&o.held) + T_ORPHAN_POPPERS);
+        assert_true(o.freed);
+        held += o.leaked;
+    }
+
+    t_host_finish(host);
+
+    printf("stress_orphan_pop: %d rounds orphaned with %d poppers, "
+           "%llu tasks held and leaked\n", rounds, T_ORPHAN_POPPERS,
+           (unsigned long long) held);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1026,6 +1185,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_stress_close),
         cmocka_unit_test(test_stress_echo_close),
         cmocka_unit_test(test_stress_host_churn),
+        cmocka_unit_test(test_stress_orphan_pop),
     };
 
     if (argc > 1) {
