@@ -301,6 +301,40 @@ t_host_finish(nbffi_host_t *host)
     assert_int_equal(rc, 0);
 }
 
+void
+t_event_init(struct t_event *ev)
+{
+    assert_int_equal(pthread_mutex_init(&ev->lock, NULL), 0);
+    assert_int_equal(pthread_cond_init(&ev->cond, NULL), 0);
+    ev->set = 0;
+}
+
+void
+t_event_set(struct t_event *ev)
+{
+    (void) pthread_mutex_lock(&ev->lock);
+    ev->set = 1;
+    (void) pthread_cond_broadcast(&ev->cond);
+    (void) pthread_mutex_unlock(&ev->lock);
+}
+
+void
+t_event_wait(struct t_event *ev)
+{
+    (void) pthread_mutex_lock(&ev->lock);
+    while (!ev->set) {
+        (void) pthread_cond_wait(&ev->cond, &ev->lock);
+    }
+    (void) pthread_mutex_unlock(&ev->lock);
+}
+
+void
+t_event_destroy(struct t_event *ev)
+{
+    (void) pthread_cond_destroy(&ev->cond);
+    (void) pthread_mutex_destroy(&ev->lock);
+}
+
 int
 t_readable(int fd, int timeout_ms)
 {

@@ -7,6 +7,7 @@
 #ifndef T_HARNESS_H
 #define T_HARNESS_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -19,6 +20,13 @@
 
 /* How long a test waits for an event that must come before it fails. */
 #define T_WAIT_MS  20000
+
+/* A one-shot flag that threads wait for: set once, seen by every waiter. */
+struct t_event {
+    pthread_mutex_t   lock;
+    pthread_cond_t    cond;
+    int               set;
+};
 
 struct t_fx {
     nbffi_host_t     *host;
@@ -92,6 +100,15 @@ int t_fx_teardown(void **state);
  * runtimes freed on it have ended.
  */
 void t_host_finish(nbffi_host_t *host);
+
+/*
+ * t_event_init and t_event_destroy: the test thread.  t_event_set and
+ * t_event_wait: any thread (they assert nothing).
+ */
+void t_event_init(struct t_event *ev);
+void t_event_set(struct t_event *ev);
+void t_event_wait(struct t_event *ev);
+void t_event_destroy(struct t_event *ev);
 
 /* 1 when fd becomes readable within timeout_ms, else 0. */
 int t_readable(int fd, int timeout_ms);

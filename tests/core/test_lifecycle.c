@@ -404,32 +404,11 @@ test_fini_returning_early_orphans(void **state)
 struct t_stayer {
     nbffi_queue_t    *q;
     pthread_t         tid;
-    pthread_mutex_t   lock;
-    pthread_cond_t    cond;
-    int               holding;
-    int               go;
+    struct t_event    holding;
+    struct t_event    go;
     int               popped, answered, popped_again;
     char              payload[32];
 };
-
-static void
-t_stayer_step(struct t_stayer *st, int *flag)
-{
-    pthread_mutex_lock(&st->lock);
-    *flag = 1;
-    pthread_cond_broadcast(&st->cond);
-    pthread_mutex_unlock(&st->lock);
-}
-
-static void
-t_stayer_wait(struct t_stayer *st, int *flag)
-{
-    pthread_mutex_lock(&st->lock);
-    while (!*flag) {
-        pthread_cond_wait(&st->cond, &st->lock);
-    }
-    pthread_mutex_unlock(&st->lock);
-}
 
 static void *
 t_stayer_main(void *arg)
@@ -446,8 +425,8 @@ t_stayer_main(void *arg)
         return NULL;
     }
 
-    t_stayer_step(st, &st->holding);
-    t_stayer_wait(st, &st->go);
+    t_event_set(&st->holding);
+    t_event_wait(&st->go);
 
     /* Long after fini returned and the host released the task: the task
      * is leaked, so reading it is safe (ASan would say otherwise). */
@@ -473,12 +452,12 @@ test_fini_returning_early_thread_still_runs(void **state)
 
     memset(&st, 0, sizeof(st));
     st.q = t_ctl_get()->q;
-    assert_int_equal(pthread_mutex_init(&st.lock, NULL), 0);
-    assert_int_equal(pthread_cond_init(&st.cond, NULL), 0);
+    t_event_init(&st.holding);
+    t_event_init(&st.go);
     assert_int_equal(nbffi_thread_create(&st.tid, t_stayer_main, &st), 0);
 
     call = t_call(host, rt, "m", "read after fini");
-    t_stayer_wait(&st, &st.holding);
+    t_event_wait(&st.holding);
 
     /* t_ctl's fini returns 0 at once, not joining the thread: the close
      * ends (no hang), orphaned, since the thread still holds a task. */
@@ -493,7 +472,7 @@ test_fini_returning_early_thread_still_runs(void **state)
     assert_true(nbffi_task_leaked(call));
     nbffi_task_release(call);
 
-    t_stayer_step(&st, &st.go);
+    t_event_set(&st.go);
     assert_int_equal(pthread_join(st.tid, NULL), 0);
 
     assert_string_equal(st.payload, "read after fini");
@@ -507,8 +486,8 @@ test_fini_returning_early_thread_still_runs(void **state)
 
     (void) t_log_line();
     nbffi_runtime_free(rt);
-    (void) pthread_cond_destroy(&st.cond);
-    (void) pthread_mutex_destroy(&st.lock);
+    t_event_destroy(&st.holding);
+    t_event_destroy(&st.go);
 }
 
 static void

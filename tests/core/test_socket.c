@@ -136,6 +136,20 @@ t_restore_tmpdir(char *old)
     free(old);
 }
 
+/* nbffi_host_listen with TMPDIR set to dir. */
+static int
+t_listen_in(struct t_sfx *sfx, const char *dir)
+{
+    int    rc;
+    char  *old;
+
+    old = t_set_tmpdir(dir);
+    rc = nbffi_host_listen(sfx->host, sfx->path, sizeof(sfx->path));
+    t_restore_tmpdir(old);
+
+    return rc;
+}
+
 static int
 t_sfx_setup(void **state)
 {
@@ -233,15 +247,12 @@ test_listen_buffer_too_small(void **state)
 static void
 test_listen_tmpdir_missing(void **state)
 {
-    char          *old;
     struct t_sfx  *sfx;
 
     sfx = *state;
 
-    old = t_set_tmpdir("/nonexistent-nbffi-tmpdir");
-    assert_int_equal(nbffi_host_listen(sfx->host, sfx->path,
-                                       sizeof(sfx->path)), NBFFI_EIO);
-    t_restore_tmpdir(old);
+    assert_int_equal(t_listen_in(sfx, "/nonexistent-nbffi-tmpdir"),
+                     NBFFI_EIO);
 
     /* One clear line: which directory, and what the system said. */
     assert_non_null(strstr(sfx->path, "\"/nonexistent-nbffi-tmpdir\""));
@@ -282,7 +293,7 @@ static void
 test_listen_tmpdir_longest(void **state)
 {
     int            fd;
-    char          *old, dir[PATH_MAX];
+    char           dir[PATH_MAX];
     struct t_sfx  *sfx;
 
     sfx = *state;
@@ -290,10 +301,7 @@ test_listen_tmpdir_longest(void **state)
     /* <dir>/nbffi-XXXXXX/n in exactly the 107 bytes sun_path holds. */
     t_mkdir_of_len(dir, 107 - strlen("/nbffi-XXXXXX/n"));
 
-    old = t_set_tmpdir(dir);
-    assert_int_equal(nbffi_host_listen(sfx->host, sfx->path,
-                                       sizeof(sfx->path)), 0);
-    t_restore_tmpdir(old);
+    assert_int_equal(t_listen_in(sfx, dir), 0);
     assert_int_equal(strlen(sfx->path), 107);
 
     fd = t_connect(sfx->path);
@@ -306,7 +314,7 @@ test_listen_tmpdir_longest(void **state)
 static void
 test_listen_tmpdir_too_long(void **state)
 {
-    char          *old, dir[PATH_MAX];
+    char           dir[PATH_MAX];
     struct t_sfx  *sfx;
 
     sfx = *state;
@@ -314,11 +322,7 @@ test_listen_tmpdir_too_long(void **state)
     /* One byte more than fits: refused before anything is made in it. */
     t_mkdir_of_len(dir, 108 - strlen("/nbffi-XXXXXX/n"));
 
-    old = t_set_tmpdir(dir);
-    assert_int_equal(nbffi_host_listen(sfx->host, sfx->path,
-                                       sizeof(sfx->path)),
-                     NBFFI_ENAMETOOLONG);
-    t_restore_tmpdir(old);
+    assert_int_equal(t_listen_in(sfx, dir), NBFFI_ENAMETOOLONG);
 
     /* Names the directory, the length it would take and the limit. */
     assert_non_null(strstr(sfx->path, dir));
@@ -398,51 +402,41 @@ test_accept_refuses_other_process(void **state)
     t_stranger_end(&peer);
 }
 
+/*
+ * n connections of another process come between listen and our own
+ * connect: one accept refuses them all and takes ours behind them.
+ */
 static void
-test_accept_after_racing_peer(void **state)
+t_accept_behind_peers(struct t_sfx *sfx, int n)
 {
-    struct t_sfx      *sfx;
-    struct t_stranger  peer;
-
-    sfx = *state;
-
-    /* A process of the same user connects between listen and our own
-     * connect: one accept refuses it and takes ours behind it. */
-    assert_int_equal(nbffi_host_listen(sfx->host, sfx->path,
-                                       sizeof(sfx->path)), 0);
-    t_stranger_start(&peer, sfx->path, 1);
-    sfx->fd = t_connect(sfx->path);
-
-    assert_int_equal(nbffi_host_accept(sfx->host), 0);
-    assert_int_equal(nbffi_host_peers_refused(sfx->host), 1);
-
-    nbffi_host_kick(sfx->host);
-    assert_true(t_readable(sfx->fd, T_WAIT_MS));
-
-    t_stranger_end(&peer);
-}
-
-static void
-test_accept_ours_after_127_peers(void **state)
-{
-    struct t_sfx      *sfx;
     struct t_stranger  peers;
 
-    sfx = *state;
-
-    /* Ours is the 128th connection, the last one accept may look at. */
     assert_int_equal(nbffi_host_listen(sfx->host, sfx->path,
                                        sizeof(sfx->path)), 0);
-    t_stranger_start(&peers, sfx->path, 127);
+    t_stranger_start(&peers, sfx->path, n);
     sfx->fd = t_connect(sfx->path);
 
     assert_int_equal(nbffi_host_accept(sfx->host), 0);
-    assert_int_equal(nbffi_host_peers_refused(sfx->host), 127);
+    assert_int_equal(nbffi_host_peers_refused(sfx->host), n);
 
     nbffi_host_kick(sfx->host);
     assert_true(t_readable(sfx->fd, T_WAIT_MS));
 
     t_stranger_end(&peers);
+}
+
+static void
+test_accept_after_racing_peer(void **state)
+{
+    /* A process of the same user that found the path first. */
+    t_accept_behind_peers(*state, 1);
+}
+
+static void
+test_accept_ours_after_127_peers(void **state)
+{
+    /* Ours is the 128th connection, the last one accept may look at. */
+    t_accept_behind_peers(*state, 127);
 }
 
 static void

@@ -456,9 +456,7 @@ test_release_before_deadline_abandons(void **state)
 struct t_twice {
     nbffi_queue_t    *q;
     pthread_t         tid;
-    pthread_mutex_t   lock;
-    pthread_cond_t    cond;
-    int               again;        /* the host freed the task: go on */
+    struct t_event    again;        /* the host freed the task: go on */
     int               popped;
     int               first, second, second_owned;
     struct t_owned   *o;
@@ -480,11 +478,7 @@ t_twice_main(void *arg)
 
     tw->first = nbffi_task_respond(task, 0, "one", 3);
 
-    pthread_mutex_lock(&tw->lock);
-    while (!tw->again) {
-        pthread_cond_wait(&tw->cond, &tw->lock);
-    }
-    pthread_mutex_unlock(&tw->lock);
+    t_event_wait(&tw->again);
 
     /* task is freed memory now: both answers must be refused without
      * touching it (ASan would see a use after free). */
@@ -516,8 +510,7 @@ test_answer_twice_after_host_freed_it(void **state)
     memset(&tw, 0, sizeof(tw));
     tw.q = fx->q;
     tw.o = &o;
-    assert_int_equal(pthread_mutex_init(&tw.lock, NULL), 0);
-    assert_int_equal(pthread_cond_init(&tw.cond, NULL), 0);
+    t_event_init(&tw.again);
     assert_int_equal(pthread_create(&tw.tid, NULL, t_twice_main, &tw), 0);
 
     task = t_call(fx->host, fx->rt, "m", "p");
@@ -525,10 +518,7 @@ test_answer_twice_after_host_freed_it(void **state)
     t_reply_is(task, 0, "one");
     nbffi_task_release(task);
 
-    pthread_mutex_lock(&tw.lock);
-    tw.again = 1;
-    pthread_cond_signal(&tw.cond);
-    pthread_mutex_unlock(&tw.lock);
+    t_event_set(&tw.again);
     assert_int_equal(pthread_join(tw.tid, NULL), 0);
 
     assert_int_equal(tw.popped, 1);
@@ -541,8 +531,7 @@ test_answer_twice_after_host_freed_it(void **state)
     assert_int_equal(nbffi_host_reap(fx->host, &out, 1), 0);
     assert_int_equal(o.calls, 0);
 
-    (void) pthread_cond_destroy(&tw.cond);
-    (void) pthread_mutex_destroy(&tw.lock);
+    t_event_destroy(&tw.again);
 }
 
 /* Two runtime threads that answer the same task at the same moment. */
