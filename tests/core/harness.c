@@ -28,8 +28,13 @@ static void t_ctl_gate(int *held, int value);
 struct t_ctl *
 t_ctl_get(void)
 {
-    void          *h;
-    struct t_ctl  *(*fn)(void);
+    void                 *h;
+    struct t_ctl         *(*fn)(void);
+    static struct t_ctl  *ctl;
+
+    if (ctl != NULL) {
+        return ctl;
+    }
 
     /* The same copy that nbffi_runtime_load() opens (dlopen knows the
      * file), kept loaded: a test may set its knobs before the first load. */
@@ -39,7 +44,8 @@ t_ctl_get(void)
     *(void **) &fn = dlsym(h, "t_ctl");
     assert_non_null(fn);
 
-    return fn();
+    ctl = fn();
+    return ctl;
 }
 
 void
