@@ -18,10 +18,12 @@
 static void nbffi__host_free_task(nbffi_task_t *task);
 
 
-/* Hosts freed while an orphan may still log through them: kept, and
- * reachable, for the life of the process. */
+/* Hosts freed while an orphan may still log through them, and tasks
+ * leaked for an orphan that may still read them: kept, and reachable (so
+ * that leak checkers do not report them), for the life of the process. */
 static pthread_mutex_t  nbffi__gone_lock = PTHREAD_MUTEX_INITIALIZER;
 static nbffi_host_t    *nbffi__gone;
+static nbffi_task_t    *nbffi__leaked;
 
 
 int
@@ -205,9 +207,14 @@ nbffi_call(nbffi_host_t *host, nbffi_runtime_t *rt, const char *method,
     return 0;
 
 closed:
-    /* A failed start closes the queue: say why, not just "closed". */
-    if (atomic_load(&rt->state) == NBFFI_RT_FAILED && !rt->closing) {
-        return nbffi_runtime_error(rt, NULL);
+    /* A failed start closes the queue: say why, not just "closed".  The
+     * host that closes may be another thread: closing is read under its
+     * lock. */
+    if (atomic_load(&rt->state) == NBFFI_RT_FAILED) {
+        pthread_mutex_lock(&rt->life_lock);
+        rc = rt->closing ? NBFFI_ECLOSED : rt->start_status;
+        pthread_mutex_unlock(&rt->life_lock);
+        return rc;
     }
     return NBFFI_ECLOSED;
 }
@@ -313,8 +320,13 @@ nbffi__host_free_task(nbffi_task_t *task)
     nbffi_host_t  *host = task->host;
 
     if (task->leaked) {
-        /* a thread of an orphaned runtime may still read it */
+        /* A thread of an orphaned runtime may still read it, never its
+         * next: that link is the queue's, and the task left the queue. */
         host->leaked++;
+        pthread_mutex_lock(&nbffi__gone_lock);
+        task->next = nbffi__leaked;
+        nbffi__leaked = task;
+        pthread_mutex_unlock(&nbffi__gone_lock);
         return;
     }
 

@@ -73,6 +73,7 @@ static void nbffi__op_done(nbffi_runtime_t *rt);
 static void nbffi__op_end(nbffi_runtime_t *rt, nbffi_task_t *task,
     int status, const char *msg);
 static void nbffi__set_state(nbffi_runtime_t *rt, int state);
+static void nbffi__set_closed(nbffi_runtime_t *rt);
 static nbffi_task_t *nbffi__life_task(nbffi_runtime_t *rt);
 static int nbffi__bounded_run(nbffi_runtime_t *rt, nbffi__bounded_fn fn,
     nbffi__bounded_fn late, int64_t deadline, int64_t grace,
@@ -222,11 +223,8 @@ nbffi_runtime_close(nbffi_runtime_t *rt, int64_t deadline_ns,
     if (atomic_load(&rt->state) == NBFFI_RT_FAILED) {
         /* Nothing runs: closed at once. */
         rt->close_task = NULL;
-        nbffi__set_state(rt, NBFFI_RT_CLOSED);
+        nbffi__set_closed(rt);
         pthread_mutex_unlock(&rt->life_lock);
-        if (!rt->start_abandoned) {
-            nbffi__queue_close_fd(&rt->q);
-        }
         if (t != NULL) {
             nbffi__task_complete(t, 0, NULL);
             *task = t;
@@ -477,7 +475,7 @@ nbffi__stop_main(void *arg)
         nbffi__orphan(rt, "its init did not return by the close deadline");
 
     } else if (state == NBFFI_RT_FAILED) {
-        nbffi__set_state(rt, NBFFI_RT_CLOSED);
+        nbffi__set_closed(rt);
 
     } else {
         nbffi__set_state(rt, NBFFI_RT_CLOSING);
@@ -491,7 +489,7 @@ nbffi__stop_main(void *arg)
             /* A runtime without threads leaves its queue as it was. */
             queued = nbffi__queue_take_all(&rt->q);
             nbffi__runtime_fail_list(queued, NBFFI_ECLOSED, NULL);
-            nbffi__set_state(rt, NBFFI_RT_CLOSED);
+            nbffi__set_closed(rt);
         } else {
             nbffi__orphan(rt, why);
         }
@@ -509,9 +507,6 @@ nbffi__stop_main(void *arg)
     }
 
     if (state == NBFFI_RT_CLOSED) {
-        if (!rt->start_abandoned) {
-            nbffi__queue_close_fd(&rt->q);
-        }
         nbffi__op_end(rt, task, 0, NULL);
 
     } else {
@@ -710,6 +705,23 @@ nbffi__set_state(nbffi_runtime_t *rt, int state)
 {
     atomic_store_explicit(&rt->state, state, memory_order_release);
     pthread_cond_broadcast(&rt->life_cond);
+}
+
+
+/*
+ * With life_lock held, once no thread of the runtime uses its queue: gives
+ * the queue's descriptor back, then says CLOSED, so that whoever sees the
+ * state finds the descriptor closed.  An init left running past the start
+ * deadline may still use it: its late step closes it.
+ */
+static void
+nbffi__set_closed(nbffi_runtime_t *rt)
+{
+    if (!rt->start_abandoned) {
+        nbffi__queue_close_fd(&rt->q);
+    }
+
+    nbffi__set_state(rt, NBFFI_RT_CLOSED);
 }
 
 

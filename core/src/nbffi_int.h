@@ -204,6 +204,10 @@ struct nbffi_queue_s {
      * still there has not joined its threads */
     _Alignas(NBFFI__CACHE_LINE)
     atomic_int            poppers;
+    /* set before the tasks the runtime holds are swept (completed as
+     * closed, see nbffi__runtime_fail_held): a pop that records tasks as
+     * held after that may have been missed by the sweep */
+    atomic_int            swept;
 
     nbffi_runtime_t      *rt;
     nbffi__log_t         *log;          /* the host's */

@@ -181,7 +181,11 @@ nbffi__notify_accept(nbffi__notify_t *n)
 
     /* Connections come in order; any process of this user that found the
      * path may have connected before us: refuse those. */
-    for (i = 0; i < NBFFI__ACCEPT_MAX; /* void */) {
+    for (i = 0; /* void */; /* void */) {
+        if (i == NBFFI__ACCEPT_MAX) {
+            return NBFFI_EBUSY;
+        }
+
         fd = accept4(n->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
             if (errno == EINTR) {
@@ -202,10 +206,6 @@ nbffi__notify_accept(nbffi__notify_t *n)
 
         (void) close(fd);
         n->refused++;
-    }
-
-    if (i == NBFFI__ACCEPT_MAX) {
-        return NBFFI_EBUSY;
     }
 
     /* Nobody else may connect now: the path goes at once. */

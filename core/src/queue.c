@@ -44,6 +44,7 @@ nbffi__queue_init(nbffi_queue_t *q, nbffi_runtime_t *rt, unsigned max,
     q->efd = -1;
     atomic_init(&q->len, 0);
     atomic_init(&q->poppers, 0);
+    atomic_init(&q->swept, 0);
     atomic_init(&q->fd_writers, 0);
     atomic_init(&q->closed, 0);
     atomic_init(&q->spinning, 0);
@@ -339,7 +340,7 @@ nbffi__queue_sleep(nbffi_queue_t *q, int64_t until_ns, nbffi_task_t **out,
 static int
 nbffi__queue_take_locked(nbffi_queue_t *q, nbffi_task_t **out, int max)
 {
-    int            n, i, kept, ended;
+    int            n, i, kept, ended, missed;
     int64_t        now;
     unsigned       len;
     nbffi_task_t  *task, *skipped, **skipped_tail;
@@ -402,6 +403,21 @@ nbffi__queue_take_locked(nbffi_queue_t *q, nbffi_task_t **out, int max)
         }
     }
     n = kept;
+
+    /* The runtime's held tasks were swept (it is being orphaned) since
+     * these left the queue: the sweep may have missed them.  No thread of
+     * it gets them; each completes as closed, once, here or by a sweep. */
+    missed = (n > 0 && atomic_load(&q->swept));
+    for (i = 0; missed && i < n; i++) {
+        if (nbffi__held_remove(out[i])) {
+            nbffi__task_complete(out[i], NBFFI_ECLOSED, NULL);
+        }
+    }
+    if (missed) {
+        n = 0;
+        ended = (len == 0
+                 && atomic_load_explicit(&q->closed, memory_order_relaxed));
+    }
 
     while (skipped != NULL) {
         task = skipped;

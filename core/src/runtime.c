@@ -60,6 +60,12 @@ nbffi__runtime_fail_held(nbffi_runtime_t *rt)
     nbffi_task_t  *list, *task;
 
     n = 0;
+
+    /* Before the sweep, against a pop that takes tasks from the queue now
+     * and records them as held after the sweep passed their stripe: that
+     * pop sees the flag and completes them itself (queue.c). */
+    atomic_store(&rt->q.swept, 1);
+
     list = nbffi__held_take_runtime(rt);
 
     while (list != NULL) {

@@ -7,6 +7,7 @@
 #ifndef T_HARNESS_H
 #define T_HARNESS_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -20,14 +21,43 @@
 /* How long a test waits for an event that must come before it fails. */
 #define T_WAIT_MS  20000
 
+/* A one-shot flag that threads wait for: set once, seen by every waiter. */
+struct t_event {
+    pthread_mutex_t   lock;
+    pthread_cond_t    cond;
+    int               set;
+};
+
 struct t_fx {
     nbffi_host_t     *host;
     nbffi_runtime_t  *rt;
     nbffi_queue_t    *q;
+    uint64_t          allocated;    /* tasks of the setup (the load's) */
 };
 
-/* The state of the libt_ctl.so that the core loaded. */
+/* The state of libt_ctl.so, the copy that the core loads. */
 struct t_ctl *t_ctl_get(void);
+
+/*
+ * Puts t_ctl's knobs back to "init and fini return at once": no hang, no
+ * thread reported as stayed, no on_fini, neither held.
+ */
+void t_ctl_reset(void);
+
+/*
+ * Holds t_ctl's fini at its start until t_ctl_release_fini(): a test that
+ * pops on its own thread after closing plays a runtime thread that fini
+ * must wait for, or the runtime would be orphaned with what it holds.
+ */
+void t_ctl_hold_fini(void);
+void t_ctl_release_fini(void);
+
+/*
+ * Holds t_ctl's init at its start until t_ctl_release_init(), so that the
+ * runtime is surely NBFFI_RT_STARTING meanwhile.
+ */
+void t_ctl_hold_init(void);
+void t_ctl_release_init(void);
 
 /*
  * Starts a runtime and waits for its start to end; returns the load task's
@@ -46,12 +76,14 @@ int t_load_wait(nbffi_host_t *host, const char *lib, const char *search_path,
 void t_wait_task(nbffi_host_t *host, nbffi_task_t *task);
 
 /*
- * Closes rt with a deadline ms from now (0: none), waits for the close
- * task, frees rt and returns the close task's status.
+ * Closes rt with a deadline ms from now (0: none) unless the test closed
+ * it already, waits until the close has ended, frees rt and returns its
+ * final state (NBFFI_RT_CLOSED or NBFFI_RT_ORPHANED).
  */
-int t_close_free(nbffi_host_t *host, nbffi_runtime_t *rt, int64_t ms);
+int t_close_free(nbffi_runtime_t *rt, int64_t ms);
 
-/* Loads libt_ctl.so on host; *q is the new runtime's queue. */
+/* Loads libt_ctl.so on host and resets its knobs; *q is the new runtime's
+ * queue. */
 nbffi_runtime_t *t_load_ctl(nbffi_host_t *host, uint32_t max_queue,
     uint64_t max_payload, nbffi_queue_t **q);
 
@@ -64,9 +96,19 @@ int t_fx_teardown(void **state);
 
 /*
  * Reaps and releases what is left (waiting for it), checks that every task
- * was freed or leaked and frees the host.
+ * was freed or leaked and frees the host, once the core threads of the
+ * runtimes freed on it have ended.
  */
 void t_host_finish(nbffi_host_t *host);
+
+/*
+ * t_event_init and t_event_destroy: the test thread.  t_event_set and
+ * t_event_wait: any thread (they assert nothing).
+ */
+void t_event_init(struct t_event *ev);
+void t_event_set(struct t_event *ev);
+void t_event_wait(struct t_event *ev);
+void t_event_destroy(struct t_event *ev);
 
 /* 1 when fd becomes readable within timeout_ms, else 0. */
 int t_readable(int fd, int timeout_ms);

@@ -11,9 +11,13 @@
 #define T_FAIL  "fail:"
 #define T_HANG  "hang:"
 
+static void t_gate(int *held);
 static void t_sleep_ms(long ms);
 
-static struct t_ctl  state;
+static struct t_ctl  state = {
+    .gate_lock = PTHREAD_MUTEX_INITIALIZER,
+    .gate_cond = PTHREAD_COND_INITIALIZER,
+};
 
 struct t_ctl *
 t_ctl(void)
@@ -34,6 +38,8 @@ nbffi_runtime_init(nbffi_queue_t *q, const void *cfg, size_t cfg_len,
     char      buf[32];
     size_t    n;
     sigset_t  mask;
+
+    t_gate(&state.init_held);
 
     n = sizeof(T_FAIL) - 1;
 
@@ -83,6 +89,8 @@ nbffi_runtime_fini(void *data, int64_t deadline_ns)
     state.fini_deadline = deadline_ns;
     state.fini_thread = pthread_self();
 
+    t_gate(&state.fini_held);
+
     fn = state.on_fini;
     state.on_fini = NULL;
 
@@ -94,6 +102,17 @@ nbffi_runtime_fini(void *data, int64_t deadline_ns)
     state.fini_returned++;
 
     return state.fini_stayed;
+}
+
+/* Waits while the test holds *held. */
+static void
+t_gate(int *held)
+{
+    (void) pthread_mutex_lock(&state.gate_lock);
+    while (*held) {
+        (void) pthread_cond_wait(&state.gate_cond, &state.gate_lock);
+    }
+    (void) pthread_mutex_unlock(&state.gate_lock);
 }
 
 static void

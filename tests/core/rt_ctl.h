@@ -36,6 +36,14 @@ struct t_ctl {
        after the call. */
     void          (*on_fini)(nbffi_queue_t *q, void *ud);
     void           *fini_ud;
+    /* init and fini wait at their start while init_held or fini_held is
+       set: e.g. a test that plays the runtime's threads on its own thread
+       holds fini until it is done with the queue (see t_ctl_hold_fini in
+       harness.h) */
+    pthread_mutex_t gate_lock;
+    pthread_cond_t  gate_cond;
+    int             init_held;
+    int             fini_held;
 };
 
 /*

@@ -15,8 +15,9 @@ t_fx_limits(void **state, uint32_t max_queue, uint64_t max_payload)
     struct t_fx  *fx;
 
     fx = *state;
-    nbffi_runtime_free(fx->rt);
+    assert_int_equal(t_close_free(fx->rt, T_WAIT_MS), NBFFI_RT_CLOSED);
     fx->rt = t_load_ctl(fx->host, max_queue, max_payload, &fx->q);
+    fx->allocated = nbffi_host_tasks_allocated(fx->host);
 
     return fx;
 }
@@ -40,12 +41,21 @@ t_call_rc(struct t_fx *fx, const char *method, size_t mlen,
     return rc;
 }
 
-/* A refused call leaves no trace. */
+/* A refused call leaves no trace: posted and allocated count the calls
+ * accepted since the setup. */
 static void
 t_no_effect(struct t_fx *fx, uint64_t posted, uint64_t allocated)
 {
     assert_int_equal(t_stats(fx->rt).posted, posted);
-    assert_int_equal(nbffi_host_tasks_allocated(fx->host), allocated);
+    assert_int_equal(nbffi_host_tasks_allocated(fx->host),
+                     fx->allocated + allocated);
+}
+
+/* Plays the runtime: answers a popped task, so that none is left held. */
+static void
+t_answer(nbffi_task_t *task)
+{
+    assert_int_equal(nbffi_task_respond(task, 0, NULL, 0), 0);
 }
 
 static void
@@ -76,7 +86,7 @@ test_call_closed(void **state)
     fx = *state;
 
     assert_int_equal(nbffi_runtime_closed(fx->rt), 0);
-    nbffi_runtime_close(fx->rt);
+    assert_int_equal(nbffi_runtime_close(fx->rt, 0, NULL), 0);
     assert_int_equal(nbffi_runtime_closed(fx->rt), 1);
 
     assert_int_equal(t_call_rc(fx, "m", 1, "p", 1, 0), NBFFI_ECLOSED);
@@ -84,16 +94,26 @@ test_call_closed(void **state)
 }
 
 static void
-test_close_idempotent(void **state)
+test_close_twice_refused(void **state)
 {
-    struct t_fx  *fx;
+    unsigned       finis;
+    struct t_fx   *fx;
+    nbffi_task_t  *task;
 
     fx = *state;
+    finis = t_ctl_get()->finis;
 
-    nbffi_runtime_close(fx->rt);
-    nbffi_runtime_close(fx->rt);
+    assert_int_equal(nbffi_runtime_close(fx->rt, 0, NULL), 0);
+
+    /* The second close starts nothing and hands out no task. */
+    task = NULL;
+    assert_int_equal(nbffi_runtime_close(fx->rt, 0, &task), NBFFI_EALREADY);
+    assert_null(task);
     assert_int_equal(nbffi_runtime_closed(fx->rt), 1);
     assert_int_equal(nbffi_queue_closed(fx->q), 1);
+
+    assert_int_equal(nbffi_runtime_wait(fx->rt, 0), NBFFI_RT_CLOSED);
+    assert_int_equal(t_ctl_get()->finis, finis + 1);
 }
 
 static void
@@ -109,8 +129,7 @@ test_call_queue_full(void **state)
     assert_int_equal(t_call_rc(fx, "m", 1, "3", 1, 0), NBFFI_EQFULL);
 
     assert_int_equal(t_stats(fx->rt).refused, 1);
-    assert_int_equal(t_stats(fx->rt).posted, 2);
-    assert_int_equal(nbffi_host_tasks_allocated(fx->host), 2);
+    t_no_effect(fx, 2, 2);
 
     nbffi_task_release(a);
     nbffi_task_release(b);
@@ -131,6 +150,7 @@ test_call_queue_full_frees_on_pop(void **state)
     assert_ptr_equal(t_pop1(fx->q), a);
     assert_int_equal(t_call_rc(fx, "m", 1, "2", 1, 0), 0);
 
+    t_answer(a);
     nbffi_task_release(a);
 }
 
@@ -218,6 +238,7 @@ test_call_method_limit(void **state)
     assert_memory_equal(seen, m, NBFFI_MAX_METHOD);
     assert_int_equal(seen[NBFFI_MAX_METHOD], '\0');
 
+    t_answer(task);
     nbffi_task_release(task);
 }
 
@@ -252,6 +273,7 @@ test_call_copies_payload(void **state)
     assert_int_equal(len, 3);
     assert_memory_equal(seen, "abc", 3);
 
+    t_answer(task);
     nbffi_task_release(task);
 }
 
@@ -273,6 +295,7 @@ test_call_borrow_payload(void **state)
     assert_ptr_equal(seen, buf);
     assert_int_equal(len, 3);
 
+    t_answer(task);
     nbffi_task_release(task);
 }
 
@@ -294,6 +317,7 @@ test_call_binary_payload(void **state)
     assert_int_equal(len, sizeof(p));
     assert_memory_equal(seen, p, sizeof(p));
 
+    t_answer(task);
     nbffi_task_release(task);
 }
 
@@ -313,6 +337,7 @@ test_call_empty_payload(void **state)
     (void) nbffi_task_payload(t_pop1(fx->q), &len);
     assert_int_equal(len, 0);
 
+    t_answer(task);
     nbffi_task_release(task);
 }
 
@@ -335,6 +360,7 @@ test_call_binary_method(void **state)
     assert_memory_equal(seen, m, sizeof(m));
     assert_int_equal(seen[len], '\0');
 
+    t_answer(task);
     nbffi_task_release(task);
 }
 
@@ -360,6 +386,7 @@ test_task_ids_unique(void **state)
 
     /* The runtime sees the same id. */
     assert_int_equal(nbffi_task_id(t_pop1(fx->q)), id[0]);
+    t_answer(task[0]);
 
     for (i = 0; i < 8; i++) {
         nbffi_task_release(task[i]);
@@ -385,8 +412,8 @@ test_task_ids_unique_across_hosts(void **state)
     nbffi_task_release(a);
     nbffi_task_release(b);
 
-    /* b completes on other when the runtime is freed. */
-    nbffi_runtime_free(fx->rt);
+    /* b completes on other, as closed, when the runtime closes. */
+    assert_int_equal(t_close_free(fx->rt, T_WAIT_MS), NBFFI_RT_CLOSED);
     fx->rt = NULL;
     t_host_finish(other);
 }
@@ -397,7 +424,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         T_FX(test_call_posts),
         T_FX(test_call_closed),
-        T_FX(test_close_idempotent),
+        T_FX(test_close_twice_refused),
         T_FX(test_call_queue_full),
         T_FX(test_call_queue_full_frees_on_pop),
         T_FX(test_call_default_max_queue),

@@ -2,10 +2,13 @@
  * Error paths that only a failing system call or allocation reaches.  The
  * core is linked statically and its calls go through -Wl,--wrap: a wrapper
  * fails once when armed with T_FAIL(), with the errno queued by
- * will_return, and passes through otherwise.
+ * will_return, and passes through otherwise.  Faults are armed per thread:
+ * only the test thread's own calls fail, never those of the core threads
+ * that start and stop runtimes meanwhile.
  */
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -35,8 +38,8 @@ enum {
         will_return(__wrap_##fn, err);                                       \
     } while (0)
 
-static unsigned  t_armed;
-static char      t_tmpdir[PATH_MAX];
+static _Thread_local unsigned  t_armed;
+static char                    t_tmpdir[PATH_MAX];
 
 void *__real_malloc(size_t size);
 void *__real_calloc(size_t n, size_t size);
@@ -329,28 +332,120 @@ test_accept_fails_then_retries(void **state)
     (void) close(fd);
 }
 
+/* t_ctl's count of inits; 0 while the core has not loaded it yet. */
+static unsigned
+t_ctl_inits(void)
+{
+    void  *h;
+
+    h = dlopen(T_CTL_PATH, RTLD_NOW | RTLD_NOLOAD);
+    if (h == NULL) {
+        return 0;
+    }
+    (void) dlclose(h);
+
+    return t_ctl_get()->inits;
+}
+
+/* Loads t_ctl on host expecting rc: nothing started, nothing to free. */
+static void
+t_load_refused(nbffi_host_t *host, int rc)
+{
+    unsigned          inits;
+    nbffi_task_t     *task;
+    nbffi_runtime_t  *rt;
+
+    inits = t_ctl_inits();
+    rt = NULL;
+    task = NULL;
+
+    assert_int_equal(nbffi_runtime_load(host, T_CTL_PATH, NULL, "cfg", 3, 0,
+                                        0, 0, 0, &rt, &task), rc);
+    assert_null(rt);
+    assert_null(task);
+    assert_int_equal(t_ctl_inits(), inits);
+
+    /* No runtime or task was counted on the host, no op runs for it: it
+     * can be freed at once (and LeakSanitizer sees the rest). */
+    assert_int_equal(nbffi_host_tasks_allocated(host), 0);
+    assert_int_equal(nbffi_host_free(host), 0);
+}
+
 static void
 test_load_no_memory(void **state)
 {
-    char              err[128];
-    nbffi_host_t     *host;
-    nbffi_runtime_t  *rt;
+    nbffi_host_t  *host;
 
     (void) state;
 
     assert_int_equal(nbffi_host_new(&host, 0), 0);
 
-    err[0] = '\0';
-    rt = NULL;
     T_FAIL(calloc, ENOMEM);
-    assert_int_equal(nbffi_runtime_load(host, T_CTL_PATH, NULL, "", 0, 0, 0,
-                                        0, &rt, err, sizeof(err)),
-                     NBFFI_ENOMEM);
-    assert_null(rt);
-    assert_true(err[0] != '\0');
+    t_load_refused(host, NBFFI_ENOMEM);
+}
 
-    /* No runtime was counted on the host. */
-    t_host_finish(host);
+static void
+test_load_copy_no_memory(void **state)
+{
+    nbffi_host_t  *host;
+
+    (void) state;
+
+    assert_int_equal(nbffi_host_new(&host, 0), 0);
+
+    /* The copy of lib, once the runtime is allocated. */
+    T_FAIL(malloc, ENOMEM);
+    t_load_refused(host, NBFFI_ENOMEM);
+}
+
+static void
+test_load_thread_fails(void **state)
+{
+    nbffi_host_t  *host;
+
+    (void) state;
+
+    assert_int_equal(nbffi_host_new(&host, 0), 0);
+
+    /* No core thread to start it on: refused with NBFFI_EIO, and what
+     * was made for it (runtime, queue, load task) is undone. */
+    T_FAIL(pthread_create, EAGAIN);
+    t_load_refused(host, NBFFI_EIO);
+}
+
+static void
+test_close_thread_fails(void **state)
+{
+    unsigned       finis;
+    struct t_fx   *fx;
+    nbffi_task_t  *task, *ctask;
+
+    fx = *state;
+
+    finis = t_ctl_get()->finis;
+    task = t_call(fx->host, fx->rt, "m", "p");
+
+    /* No core thread to run fini on: the queue is closed, fini is never
+     * called on this thread, and the runtime is orphaned at once. */
+    ctask = NULL;
+    T_FAIL(pthread_create, EAGAIN);
+    assert_int_equal(nbffi_runtime_close(fx->rt, 0, &ctask), NBFFI_EIO);
+    assert_null(ctask);
+    assert_int_equal(nbffi_runtime_state(fx->rt), NBFFI_RT_ORPHANED);
+    assert_int_equal(nbffi_call(fx->host, fx->rt, "m", 1, "p", 1, 0, 0,
+                                &ctask), NBFFI_ECLOSED);
+
+    /* The queued task completes as closed, and is not leaked: no thread
+     * of the runtime ever held it. */
+    assert_ptr_equal(t_reap1(fx->host), task);
+    t_reply_is(task, NBFFI_ECLOSED, NULL);
+    assert_false(nbffi_task_leaked(task));
+    nbffi_task_release(task);
+
+    assert_int_equal(nbffi_runtime_close(fx->rt, 0, NULL), NBFFI_EALREADY);
+    nbffi_runtime_free(fx->rt);
+    fx->rt = NULL;
+    assert_int_equal(t_ctl_get()->finis, finis);
 }
 
 static void
@@ -369,7 +464,7 @@ test_call_no_memory(void **state)
 
     assert_int_equal(t_stats(fx->rt).posted, 0);
     assert_int_equal(t_stats(fx->rt).queued, 0);
-    assert_int_equal(nbffi_host_tasks_allocated(fx->host), 0);
+    assert_int_equal(nbffi_host_tasks_allocated(fx->host), fx->allocated);
 }
 
 static void
@@ -432,7 +527,7 @@ test_log_line_no_memory(void **state)
     assert_int_equal(nbffi_host_log_next(host, &level, buf, sizeof(buf),
                                          NULL), 0);
 
-    nbffi_runtime_free(rt);
+    assert_int_equal(t_close_free(rt, T_WAIT_MS), NBFFI_RT_CLOSED);
     t_host_finish(host);
 }
 
@@ -479,6 +574,9 @@ main(void)
         T_ONE(test_listen_socket_fails),
         T_ONE(test_accept_fails_then_retries),
         T_ONE(test_load_no_memory),
+        T_ONE(test_load_copy_no_memory),
+        T_ONE(test_load_thread_fails),
+        T_FX_FAULT(test_close_thread_fails),
         T_FX_FAULT(test_call_no_memory),
         T_FX_FAULT(test_respond_no_memory),
         T_FX_FAULT(test_queue_fd_fails_then_retries),

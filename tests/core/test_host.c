@@ -94,13 +94,61 @@ test_host_free_busy_with_unreleased_task(void **state)
 
     (void) t_call(fx->host, fx->rt, "echo", "x");
     assert_int_equal(nbffi_task_respond(t_pop1(fx->q), 0, "y", 1), 0);
-    nbffi_runtime_free(fx->rt);
+    assert_int_equal(t_close_free(fx->rt, T_WAIT_MS), NBFFI_RT_CLOSED);
     fx->rt = NULL;
 
     task = t_reap1(fx->host);
     assert_int_equal(nbffi_host_free(fx->host), NBFFI_EBUSY);
 
     nbffi_task_release(task);
+}
+
+static void
+test_host_free_busy_while_fini_runs(void **state)
+{
+    struct t_fx  *fx;
+
+    fx = *state;
+
+    /* No handle and no task left, but a core thread still runs fini and
+     * may yet push to the host. */
+    t_ctl_hold_fini();
+    nbffi_runtime_free(fx->rt);
+    fx->rt = NULL;
+    assert_int_equal(nbffi_host_tasks_live(fx->host), 0);
+
+    assert_int_equal(nbffi_host_free(fx->host), NBFFI_EBUSY);
+
+    t_ctl_release_fini();
+}
+
+static void
+test_life_cycle_tasks_counted(void **state)
+{
+    nbffi_host_t     *host;
+    nbffi_task_t     *task;
+    nbffi_runtime_t  *rt;
+
+    (void) state;
+
+    assert_int_equal(nbffi_host_new(&host, 0), 0);
+    assert_int_equal(nbffi_runtime_load(host, T_CTL_PATH, NULL, NULL, 0, 0,
+                                        0, 0, 0, &rt, &task), 0);
+
+    /* The load task is the host's like a call: counted, and keeping the
+     * host busy until released. */
+    assert_int_equal(nbffi_host_tasks_allocated(host), 1);
+    assert_int_equal(nbffi_host_tasks_live(host), 1);
+
+    t_wait_task(host, task);
+    assert_int_equal(t_close_free(rt, T_WAIT_MS), NBFFI_RT_CLOSED);
+    assert_int_equal(nbffi_host_free(host), NBFFI_EBUSY);
+
+    nbffi_task_release(task);
+    assert_int_equal(nbffi_host_tasks_live(host), 0);
+    assert_int_equal(nbffi_host_tasks_freed(host), 1);
+
+    t_host_finish(host);
 }
 
 static void
@@ -374,14 +422,15 @@ test_task_counters(void **state)
 
     fx = *state;
 
+    /* The setup's load task is allocated and freed already. */
     assert_int_equal(nbffi_host_tasks_live(fx->host), 0);
-    assert_int_equal(nbffi_host_tasks_allocated(fx->host), 0);
-    assert_int_equal(nbffi_host_tasks_freed(fx->host), 0);
+    assert_int_equal(nbffi_host_tasks_freed(fx->host), fx->allocated);
 
     t_post_pop(fx, 3, hs, rs);
     assert_int_equal(nbffi_host_tasks_live(fx->host), 3);
-    assert_int_equal(nbffi_host_tasks_allocated(fx->host), 3);
-    assert_int_equal(nbffi_host_tasks_freed(fx->host), 0);
+    assert_int_equal(nbffi_host_tasks_allocated(fx->host),
+                     fx->allocated + 3);
+    assert_int_equal(nbffi_host_tasks_freed(fx->host), fx->allocated);
 
     for (i = 0; i < 3; i++) {
         assert_int_equal(nbffi_task_respond(rs[i], 0, NULL, 0), 0);
@@ -393,13 +442,15 @@ test_task_counters(void **state)
 
     nbffi_task_release(out[0]);
     assert_int_equal(nbffi_host_tasks_live(fx->host), 2);
-    assert_int_equal(nbffi_host_tasks_freed(fx->host), 1);
+    assert_int_equal(nbffi_host_tasks_freed(fx->host), fx->allocated + 1);
 
     nbffi_task_release(out[1]);
     nbffi_task_release(out[2]);
     assert_int_equal(nbffi_host_tasks_live(fx->host), 0);
-    assert_int_equal(nbffi_host_tasks_allocated(fx->host), 3);
-    assert_int_equal(nbffi_host_tasks_freed(fx->host), 3);
+    assert_int_equal(nbffi_host_tasks_allocated(fx->host),
+                     fx->allocated + 3);
+    assert_int_equal(nbffi_host_tasks_freed(fx->host), fx->allocated + 3);
+    assert_int_equal(nbffi_host_tasks_leaked(fx->host), 0);
 }
 
 int
@@ -410,6 +461,8 @@ main(void)
         cmocka_unit_test(test_host_fd_einval_on_socket_host),
         cmocka_unit_test(test_host_free_busy_with_runtime),
         T_FX(test_host_free_busy_with_unreleased_task),
+        T_FX(test_host_free_busy_while_fini_runs),
+        cmocka_unit_test(test_life_cycle_tasks_counted),
         T_FX(test_kick_wakes_and_drain_clears),
         T_FX(test_drain_when_idle),
         T_FX(test_completion_wakes),

@@ -10,6 +10,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -86,17 +89,6 @@ t_wait_finis(unsigned n)
     assert_true(t_ctl_get()->fini_returned >= n);
 }
 
-static void
-t_ctl_reset(void)
-{
-    struct t_ctl  *ctl;
-
-    ctl = t_ctl_get();
-    ctl->fini_hang_ms = 0;
-    ctl->fini_stayed = 0;
-    ctl->on_fini = NULL;
-}
-
 /* Loads t_ctl with cfg, without waiting; *task is the load task. */
 static nbffi_runtime_t *
 t_start(const char *cfg, int64_t deadline, nbffi_task_t **task)
@@ -128,20 +120,19 @@ t_ready(void)
 static void
 test_load_returns_while_starting(void **state)
 {
-    char              cfg[32];
     nbffi_task_t     *task, *call;
     nbffi_runtime_t  *rt;
 
     (void) state;
 
-    (void) snprintf(cfg, sizeof(cfg), "hang:%d", T_HANG_MS);
-    rt = t_start(cfg, 0, &task);
-
-    /* init sleeps on a core thread: the load returned before it did */
+    /* init waits on a core thread: the load returned before it did */
+    t_ctl_hold_init();
+    rt = t_start("", 0, &task);
     assert_int_equal(nbffi_runtime_state(rt), NBFFI_RT_STARTING);
 
     /* A call posted meanwhile waits in the queue. */
     call = t_call(host, rt, "m", "early");
+    t_ctl_release_init();
 
     t_wait_task(host, task);
     t_reply_is(task, 0, NULL);
@@ -155,7 +146,7 @@ test_load_returns_while_starting(void **state)
     t_reply_is(call, 0, "ok");
     nbffi_task_release(call);
 
-    assert_int_equal(t_close_free(host, rt, T_WAIT_MS), 0);
+    assert_int_equal(t_close_free(rt, T_WAIT_MS), NBFFI_RT_CLOSED);
 }
 
 static void
@@ -168,8 +159,10 @@ test_failed_start_fails_queued_and_later_calls(void **state)
 
     (void) state;
 
+    t_ctl_hold_init();
     rt = t_start("fail:no model at /m", 0, &task);
     call = t_call(host, rt, "m", "queued before the failure");
+    t_ctl_release_init();
 
     t_wait_task(host, task);
     assert_int_equal(nbffi_task_status(task), NBFFI_EINIT);
@@ -192,6 +185,83 @@ test_failed_start_fails_queued_and_later_calls(void **state)
     assert_int_equal(nbffi_runtime_state(rt), NBFFI_RT_CLOSED);
     assert_int_equal(nbffi_call(host, rt, "m", 1, "x", 1, 0, 0, &out),
                      NBFFI_ECLOSED);
+    nbffi_runtime_free(rt);
+}
+
+/* Another host thread posting to a runtime until it is refused as
+ * closed. */
+struct t_poster {
+    nbffi_runtime_t  *rt;
+    pthread_t         tid;
+    atomic_int        refused;      /* calls refused so far */
+    int               other;        /* a result but the two expected */
+};
+
+static void *
+t_poster_main(void *arg)
+{
+    int               rc;
+    nbffi_host_t     *other;
+    nbffi_task_t     *task;
+    struct t_poster  *p;
+
+    p = arg;
+
+    if (nbffi_host_new(&other, 0) != 0) {
+        p->other = 1;
+        return NULL;
+    }
+
+    do {
+        task = NULL;
+        rc = nbffi_call(other, p->rt, "m", 1, "x", 1, 0, 0, &task);
+        if (rc != NBFFI_EINIT && rc != NBFFI_ECLOSED) {
+            p->other = 1;
+            if (task != NULL) {
+                nbffi_task_release(task);
+            }
+            break;
+        }
+        atomic_fetch_add(&p->refused, 1);
+    } while (rc != NBFFI_ECLOSED);
+
+    if (nbffi_host_free(other) != 0) {
+        p->other = 1;
+    }
+
+    return NULL;
+}
+
+static void
+test_failed_start_closed_while_another_host_posts(void **state)
+{
+    nbffi_task_t     *task;
+    nbffi_runtime_t  *rt;
+    struct t_poster   p;
+
+    (void) state;
+
+    rt = t_start("fail:no", 0, &task);
+    t_wait_task(host, task);
+    assert_int_equal(nbffi_task_status(task), NBFFI_EINIT);
+    nbffi_task_release(task);
+
+    /* Another host's calls learn why the start failed, then, once this
+     * host closed the runtime, that it is closed: no other answer, and
+     * (under TSan) no data race on the runtime's close. */
+    memset(&p, 0, sizeof(p));
+    p.rt = rt;
+    atomic_init(&p.refused, 0);
+    assert_int_equal(pthread_create(&p.tid, NULL, t_poster_main, &p), 0);
+
+    while (atomic_load(&p.refused) < 100) {
+        (void) sched_yield();
+    }
+
+    assert_int_equal(nbffi_runtime_close(rt, 0, NULL), 0);
+    assert_int_equal(pthread_join(p.tid, NULL), 0);
+    assert_int_equal(p.other, 0);
+
     nbffi_runtime_free(rt);
 }
 
@@ -221,7 +291,7 @@ test_start_deadline(void **state)
     assert_int_equal(nbffi_task_status(call), NBFFI_EINIT);
     nbffi_task_release(call);
 
-    assert_int_equal(t_close_free(host, rt, T_WAIT_MS), 0);
+    assert_int_equal(t_close_free(rt, T_WAIT_MS), NBFFI_RT_CLOSED);
 
     /* The init returns late and is stopped: its fini runs (on the thread
      * that ran it), without the host. */
@@ -330,6 +400,96 @@ test_fini_returning_early_orphans(void **state)
     nbffi_runtime_free(rt);
 }
 
+/* A runtime thread that outlives fini: it holds a task until told. */
+struct t_stayer {
+    nbffi_queue_t    *q;
+    pthread_t         tid;
+    struct t_event    holding;
+    struct t_event    go;
+    int               popped, answered, popped_again;
+    char              payload[32];
+};
+
+static void *
+t_stayer_main(void *arg)
+{
+    size_t            len;
+    const char       *p;
+    nbffi_task_t     *task;
+    struct t_stayer  *st;
+
+    st = arg;
+
+    st->popped = nbffi_queue_pop(st->q, &task, 1, -1);
+    if (st->popped != 1) {
+        return NULL;
+    }
+
+    t_event_set(&st->holding);
+    t_event_wait(&st->go);
+
+    /* Long after fini returned and the host released the task: the task
+     * is leaked, so reading it is safe (ASan would say otherwise). */
+    p = nbffi_task_payload(task, &len);
+    (void) snprintf(st->payload, sizeof(st->payload), "%.*s", (int) len, p);
+
+    st->answered = nbffi_task_respond(task, 0, "late", 4);
+    st->popped_again = nbffi_queue_pop(st->q, &task, 1, -1);
+
+    return NULL;
+}
+
+static void
+test_fini_returning_early_thread_still_runs(void **state)
+{
+    nbffi_task_t     *call, *ctask, *out;
+    nbffi_runtime_t  *rt;
+    struct t_stayer   st;
+
+    (void) state;
+
+    rt = t_ready();
+
+    memset(&st, 0, sizeof(st));
+    st.q = t_ctl_get()->q;
+    t_event_init(&st.holding);
+    t_event_init(&st.go);
+    assert_int_equal(nbffi_thread_create(&st.tid, t_stayer_main, &st), 0);
+
+    call = t_call(host, rt, "m", "read after fini");
+    t_event_wait(&st.holding);
+
+    /* t_ctl's fini returns 0 at once, not joining the thread: the close
+     * ends (no hang), orphaned, since the thread still holds a task. */
+    assert_int_equal(nbffi_runtime_close(rt, t_after_ms(T_WAIT_MS), &ctask),
+                     0);
+    t_wait_task(host, ctask);
+    assert_int_equal(nbffi_task_status(ctask), NBFFI_EORPHANED);
+    nbffi_task_release(ctask);
+
+    t_wait_task(host, call);
+    t_reply_is(call, NBFFI_ECLOSED, NULL);
+    assert_true(nbffi_task_leaked(call));
+    nbffi_task_release(call);
+
+    t_event_set(&st.go);
+    assert_int_equal(pthread_join(st.tid, NULL), 0);
+
+    assert_string_equal(st.payload, "read after fini");
+    assert_int_equal(st.answered, NBFFI_EALREADY);
+    assert_int_equal(st.popped_again, NBFFI_ECLOSED);
+
+    /* Delivered once: as closed, never the late answer. */
+    assert_false(nbffi_host_pending(host));
+    assert_int_equal(nbffi_host_reap(host, &out, 1), 0);
+    assert_int_equal(nbffi_host_tasks_leaked(host), 1);
+
+    (void) t_log_line();
+    nbffi_runtime_free(rt);
+    t_event_destroy(&st.holding);
+    t_event_destroy(&st.go);
+}
+
 static void
 test_answer_twice_refused(void **state)
 {
@@ -364,7 +524,7 @@ test_answer_twice_refused(void **state)
      * held tasks is consulted, not the freed memory). */
     assert_int_equal(nbffi_task_respond(task, 0, "four", 4), NBFFI_EALREADY);
 
-    assert_int_equal(t_close_free(host, rt, T_WAIT_MS), 0);
+    assert_int_equal(t_close_free(rt, T_WAIT_MS), NBFFI_RT_CLOSED);
 }
 
 static void
@@ -446,7 +606,7 @@ test_wait_deadline(void **state)
 
     t_wait_task(host, task);
     nbffi_task_release(task);
-    assert_int_equal(t_close_free(host, rt, T_WAIT_MS), 0);
+    assert_int_equal(t_close_free(rt, T_WAIT_MS), NBFFI_RT_CLOSED);
 }
 
 static void
@@ -463,7 +623,7 @@ test_closed_runtime_gives_its_fd_back(void **state)
     fd = nbffi_queue_fd(q);
     assert_true(fd >= 0);
 
-    assert_int_equal(t_close_free(host, rt, T_WAIT_MS), 0);
+    assert_int_equal(t_close_free(rt, T_WAIT_MS), NBFFI_RT_CLOSED);
 
     /* Closed as soon as the runtime was, not with its memory. */
     assert_int_equal(fcntl(fd, F_GETFD), -1);
@@ -495,10 +655,12 @@ main(void)
     const struct CMUnitTest tests[] = {
         T_HOST(test_load_returns_while_starting),
         T_HOST(test_failed_start_fails_queued_and_later_calls),
+        T_HOST(test_failed_start_closed_while_another_host_posts),
         T_HOST(test_start_deadline),
         T_HOST(test_close_deadline_orphans_hung_fini),
         T_HOST(test_fini_reports_threads_that_stayed),
         T_HOST(test_fini_returning_early_orphans),
+        T_HOST(test_fini_returning_early_thread_still_runs),
         T_HOST(test_answer_twice_refused),
         T_HOST(test_close_while_starting_waits_for_start),
         T_HOST(test_close_deadline_while_init_hangs),

@@ -54,7 +54,7 @@ t_load(struct t_load *l, const char *lib, const char *search_path,
 static void
 t_unload(struct t_load *l)
 {
-    assert_int_equal(t_close_free(host, l->rt, T_WAIT_MS), 0);
+    assert_int_equal(t_close_free(l->rt, T_WAIT_MS), NBFFI_RT_CLOSED);
 }
 
 /* Loads, expects success, frees. */

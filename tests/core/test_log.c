@@ -211,15 +211,13 @@ test_log_callback(void **state)
     assert_string_equal(seen.msg, "to the callback");
 }
 
+/* Runs fn(fx) with stderr going to a pipe; returns what it wrote. */
 static void
-test_log_default_stderr(void **state)
+t_capture_stderr(struct t_fx *fx, void (*fn)(struct t_fx *fx), char *buf,
+    size_t len)
 {
-    int           p[2], saved;
-    char          buf[256];
-    ssize_t       n;
-    struct t_fx  *fx;
-
-    fx = *state;
+    int      p[2], saved;
+    ssize_t  n;
 
     assert_int_equal(pipe(p), 0);
     assert_int_equal(fcntl(p[0], F_SETFL, O_NONBLOCK), 0);
@@ -227,18 +225,57 @@ test_log_default_stderr(void **state)
     assert_true(saved >= 0);
     assert_int_equal(dup2(p[1], STDERR_FILENO), STDERR_FILENO);
 
-    nbffi_log(fx->q, NBFFI_LOG_ERR, "to stderr 1234", 14);
+    fn(fx);
 
     assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
     (void) close(saved);
     (void) close(p[1]);
 
-    n = read(p[0], buf, sizeof(buf) - 1);
+    n = read(p[0], buf, len - 1);
     (void) close(p[0]);
 
-    assert_true(n > 0);
-    buf[n] = '\0';
+    buf[n > 0 ? n : 0] = '\0';
+}
+
+static void
+t_log_to_stderr(struct t_fx *fx)
+{
+    nbffi_log(fx->q, NBFFI_LOG_ERR, "to stderr 1234", 14);
+}
+
+static void
+test_log_default_stderr(void **state)
+{
+    char  buf[256];
+
+    t_capture_stderr(*state, t_log_to_stderr, buf, sizeof(buf));
+
     assert_non_null(strstr(buf, "to stderr 1234"));
+}
+
+static void
+t_answer_twice(struct t_fx *fx)
+{
+    nbffi_task_t  *task;
+
+    task = t_call(fx->host, fx->rt, "m", "p");
+    assert_int_equal(nbffi_task_respond(t_pop1(fx->q), 0, NULL, 0), 0);
+    assert_int_equal(nbffi_task_respond(task, 0, NULL, 0), NBFFI_EALREADY);
+    nbffi_task_release(t_reap1(fx->host));
+}
+
+static void
+test_refused_answer_logged(void **state)
+{
+    char  buf[512];
+
+    /* The task may be freed memory by then: its host is unknown, so the
+     * line goes to stderr (nginx's error log), for the first refusal of
+     * the process (this one) and then every tenfold. */
+    t_capture_stderr(*state, t_answer_twice, buf, sizeof(buf));
+
+    assert_non_null(strstr(buf, "was refused"));
+    assert_non_null(strstr(buf, "1 so far"));
 }
 
 #define T_LFX(fn)                                                            \
@@ -257,6 +294,7 @@ main(void)
         T_LFX(test_log_overflow_drops_oldest),
         T_FX(test_log_callback),
         T_FX(test_log_default_stderr),
+        T_FX(test_refused_answer_logged),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

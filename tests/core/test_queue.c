@@ -3,6 +3,7 @@
  * queue, the queue fd, and tasks nbffi answers itself (expired, released).
  */
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -110,6 +111,7 @@ test_pop_batch_oldest_first(void **state)
 
     for (i = 0; i < 5; i++) {
         assert_int_equal(nbffi_task_id(rs[i]), nbffi_task_id(hs[i]));
+        assert_int_equal(nbffi_task_respond(rs[i], 0, NULL, 0), 0);
         nbffi_task_release(hs[i]);
     }
 }
@@ -165,11 +167,15 @@ test_pop_woken_by_close(void **state)
 
     fx = *state;
 
+    /* fini must wait for the popper, a thread of the "runtime". */
+    t_ctl_hold_fini();
     t_start_sleeping_popper(&p, fx->q);
-    nbffi_runtime_close(fx->rt);
+    assert_int_equal(nbffi_runtime_close(fx->rt, 0, NULL), 0);
     assert_int_equal(pthread_join(p.thread, NULL), 0);
+    t_ctl_release_fini();
 
     assert_int_equal(p.rc, NBFFI_ECLOSED);
+    assert_int_equal(nbffi_runtime_wait(fx->rt, 0), NBFFI_RT_CLOSED);
 }
 
 static void
@@ -190,6 +196,7 @@ test_pop_without_spin(void **state)
 
     assert_int_equal(p.rc, 1);
     assert_int_equal(nbffi_task_id(p.task), nbffi_task_id(task));
+    assert_int_equal(nbffi_task_respond(p.task, 0, NULL, 0), 0);
     nbffi_task_release(task);
 }
 
@@ -205,7 +212,8 @@ test_close_delivers_queued_first(void **state)
     for (i = 0; i < 3; i++) {
         hs[i] = t_call(fx->host, fx->rt, "m", "p");
     }
-    nbffi_runtime_close(fx->rt);
+    t_ctl_hold_fini();
+    assert_int_equal(nbffi_runtime_close(fx->rt, 0, NULL), 0);
     assert_int_equal(nbffi_queue_closed(fx->q), 1);
 
     assert_int_equal(nbffi_queue_pop(fx->q, rs, 4, -1), 3);
@@ -216,6 +224,8 @@ test_close_delivers_queued_first(void **state)
     for (i = 0; i < 3; i++) {
         assert_int_equal(nbffi_task_respond(rs[i], 0, "ok", 2), 0);
     }
+    t_ctl_release_fini();
+    assert_int_equal(nbffi_runtime_wait(fx->rt, 0), NBFFI_RT_CLOSED);
     assert_int_equal(nbffi_host_reap(fx->host, out, 3), 3);
 
     for (i = 0; i < 3; i++) {
@@ -233,7 +243,7 @@ test_queue_closed_flag(void **state)
     fx = *state;
 
     assert_int_equal(nbffi_queue_closed(fx->q), 0);
-    nbffi_runtime_close(fx->rt);
+    assert_int_equal(nbffi_runtime_close(fx->rt, 0, NULL), 0);
     assert_int_equal(nbffi_queue_closed(fx->q), 1);
 }
 
@@ -255,7 +265,7 @@ test_queue_fd_readable_on_call(void **state)
 
     /* The documented loop: read to drain, pop until 0. */
     t_drain_fd(fd);
-    (void) t_pop1(fx->q);
+    assert_int_equal(nbffi_task_respond(t_pop1(fx->q), 0, NULL, 0), 0);
     assert_false(t_readable(fd, 0));
 
     nbffi_task_release(task);
@@ -272,8 +282,30 @@ test_queue_fd_readable_on_close(void **state)
     fd = nbffi_queue_fd(fx->q);
     assert_true(fd >= 0);
 
-    nbffi_runtime_close(fx->rt);
+    /* Held, or the fd would be closed with the runtime under the poll. */
+    t_ctl_hold_fini();
+    assert_int_equal(nbffi_runtime_close(fx->rt, 0, NULL), 0);
     assert_true(t_readable(fd, 0));
+    t_ctl_release_fini();
+}
+
+static void
+test_queue_fd_gone_once_closed(void **state)
+{
+    int           fd;
+    struct t_fx  *fx;
+
+    fx = *state;
+
+    fd = nbffi_queue_fd(fx->q);
+    assert_true(fd >= 0);
+
+    assert_int_equal(nbffi_runtime_close(fx->rt, 0, NULL), 0);
+    assert_int_equal(nbffi_runtime_wait(fx->rt, 0), NBFFI_RT_CLOSED);
+
+    /* Given back at once, and never made again for a closed runtime. */
+    assert_int_equal(nbffi_queue_fd(fx->q), NBFFI_ECLOSED);
+    assert_int_equal(fcntl(fd, F_GETFD), -1);
 }
 
 static void
@@ -299,6 +331,7 @@ test_deadline_visible(void **state)
     assert_int_equal(nbffi_call(fx->host, fx->rt, "m", 1, NULL, 0, deadline,
                                 0, &task), 0);
     assert_int_equal(nbffi_task_deadline(t_pop1(fx->q)), deadline);
+    assert_int_equal(nbffi_task_respond(task, 0, NULL, 0), 0);
 
     nbffi_task_release(task);
 }
@@ -313,6 +346,7 @@ test_no_deadline_is_zero(void **state)
 
     task = t_call(fx->host, fx->rt, "m", "p");
     assert_int_equal(nbffi_task_deadline(t_pop1(fx->q)), 0);
+    assert_int_equal(nbffi_task_respond(task, 0, NULL, 0), 0);
 
     nbffi_task_release(task);
 }
@@ -359,7 +393,7 @@ test_released_before_pop_not_delivered(void **state)
     /* Its completion is freed by the reaper, never returned. */
     assert_int_equal(nbffi_host_reap(fx->host, &out, 1), 0);
     assert_int_equal(nbffi_host_tasks_live(fx->host), 0);
-    assert_int_equal(nbffi_host_tasks_freed(fx->host), 1);
+    assert_int_equal(nbffi_host_tasks_freed(fx->host), fx->allocated + 1);
 
     st = t_stats(fx->rt);
     assert_int_equal(st.abandoned, 1);
@@ -410,6 +444,7 @@ main(void)
         T_FX(test_queue_closed_flag),
         T_FX(test_queue_fd_readable_on_call),
         T_FX(test_queue_fd_readable_on_close),
+        T_FX(test_queue_fd_gone_once_closed),
         T_FX(test_queue_fd_stable),
         T_FX(test_deadline_visible),
         T_FX(test_no_deadline_is_zero),

@@ -16,6 +16,11 @@
 
 #include "harness.h"
 
+struct t_stranger {
+    pid_t             pid;
+    int               hold;      /* closing it lets the process exit */
+};
+
 struct t_sfx {
     nbffi_host_t     *host;
     nbffi_runtime_t  *rt;
@@ -41,6 +46,108 @@ t_connect(const char *path)
     assert_int_equal(connect(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
 
     return fd;
+}
+
+/* Forks a process of this user that connects n times to path and stays
+ * connected until t_stranger_end(). */
+static void
+t_stranger_start(struct t_stranger *st, const char *path, int n)
+{
+    int   ready[2], hold[2];
+    char  c;
+
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(hold), 0);
+
+    st->pid = fork();
+    assert_true(st->pid >= 0);
+
+    if (st->pid == 0) {
+        int                 i, fd;
+        struct sockaddr_un  sa;
+
+        (void) close(ready[0]);
+        (void) close(hold[1]);
+
+        memset(&sa, 0, sizeof(sa));
+        sa.sun_family = AF_UNIX;
+        strcpy(sa.sun_path, path);
+
+        c = 'y';
+        for (i = 0; i < n; i++) {
+            fd = socket(AF_UNIX, SOCK_STREAM, 0);
+            if (fd < 0
+                || connect(fd, (struct sockaddr *) &sa, sizeof(sa)) != 0)
+            {
+                c = 'n';
+            }
+        }
+
+        (void) !write(ready[1], &c, 1);
+        (void) !read(hold[0], &c, 1);
+        _exit(0);
+    }
+
+    (void) close(ready[1]);
+    (void) close(hold[0]);
+
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    assert_int_equal(c, 'y');
+    (void) close(ready[0]);
+
+    st->hold = hold[1];
+}
+
+static void
+t_stranger_end(struct t_stranger *st)
+{
+    (void) close(st->hold);
+    assert_int_equal(waitpid(st->pid, NULL, 0), st->pid);
+}
+
+/* Sets TMPDIR, or unsets it for NULL. */
+static void
+t_put_tmpdir(const char *dir)
+{
+    if (dir != NULL) {
+        assert_int_equal(setenv("TMPDIR", dir, 1), 0);
+    } else {
+        assert_int_equal(unsetenv("TMPDIR"), 0);
+    }
+}
+
+/* Sets TMPDIR; returns the old value, for t_restore_tmpdir. */
+static char *
+t_set_tmpdir(const char *dir)
+{
+    char  *old;
+
+    old = getenv("TMPDIR");
+    old = old != NULL ? strdup(old) : NULL;
+    t_put_tmpdir(dir);
+
+    return old;
+}
+
+static void
+t_restore_tmpdir(char *old)
+{
+    t_put_tmpdir(old);
+    free(old);
+}
+
+/* nbffi_host_listen with TMPDIR set to dir. */
+static int
+t_listen_in(struct t_sfx *sfx, const char *dir)
+{
+    int    rc;
+    char  *old;
+
+    old = t_set_tmpdir(dir);
+    rc = nbffi_host_listen(sfx->host, sfx->path, sizeof(sfx->path));
+    t_restore_tmpdir(old);
+
+    return rc;
 }
 
 static int
@@ -84,7 +191,7 @@ t_sfx_teardown(void **state)
 
     sfx = *state;
 
-    nbffi_runtime_free(sfx->rt);
+    assert_int_equal(t_close_free(sfx->rt, T_WAIT_MS), NBFFI_RT_CLOSED);
     t_host_finish(sfx->host);
 
     if (sfx->fd >= 0) {
@@ -131,7 +238,98 @@ test_listen_buffer_too_small(void **state)
     sfx = *state;
 
     assert_int_equal(nbffi_host_listen(sfx->host, buf, sizeof(buf)),
-                     NBFFI_E2BIG);
+                     NBFFI_ENAMETOOLONG);
+
+    /* A message as long as fits, NUL-terminated within the buffer. */
+    assert_int_equal(strlen(buf), sizeof(buf) - 1);
+}
+
+static void
+test_listen_tmpdir_missing(void **state)
+{
+    struct t_sfx  *sfx;
+
+    sfx = *state;
+
+    assert_int_equal(t_listen_in(sfx, "/nonexistent-nbffi-tmpdir"),
+                     NBFFI_EIO);
+
+    /* One clear line: which directory, and what the system said. */
+    assert_non_null(strstr(sfx->path, "\"/nonexistent-nbffi-tmpdir\""));
+    assert_non_null(strstr(sfx->path, strerror(ENOENT)));
+}
+
+/*
+ * Makes a directory whose path is len bytes long under /tmp, and returns
+ * it in dir (PATH_MAX bytes).
+ */
+static void
+t_mkdir_of_len(char *dir, size_t len)
+{
+    size_t  n;
+
+    strcpy(dir, "/tmp/nbffi-len-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+
+    n = strlen(dir);
+    assert_true(n + 2 <= len);
+    dir[n++] = '/';
+    while (n < len) {
+        dir[n++] = 'd';
+    }
+    dir[n] = '\0';
+
+    assert_int_equal(mkdir(dir, 0700), 0);
+}
+
+static void
+t_rmdir_of_len(char *dir)
+{
+    assert_int_equal(rmdir(dir), 0);
+    assert_int_equal(rmdir(dirname(dir)), 0);
+}
+
+static void
+test_listen_tmpdir_longest(void **state)
+{
+    int            fd;
+    char           dir[PATH_MAX];
+    struct t_sfx  *sfx;
+
+    sfx = *state;
+
+    /* <dir>/nbffi-XXXXXX/n in exactly the 107 bytes sun_path holds. */
+    t_mkdir_of_len(dir, 107 - strlen("/nbffi-XXXXXX/n"));
+
+    assert_int_equal(t_listen_in(sfx, dir), 0);
+    assert_int_equal(strlen(sfx->path), 107);
+
+    fd = t_connect(sfx->path);
+    assert_int_equal(nbffi_host_accept(sfx->host), 0);
+    (void) close(fd);
+
+    t_rmdir_of_len(dir);
+}
+
+static void
+test_listen_tmpdir_too_long(void **state)
+{
+    char           dir[PATH_MAX];
+    struct t_sfx  *sfx;
+
+    sfx = *state;
+
+    /* One byte more than fits: refused before anything is made in it. */
+    t_mkdir_of_len(dir, 108 - strlen("/nbffi-XXXXXX/n"));
+
+    assert_int_equal(t_listen_in(sfx, dir), NBFFI_ENAMETOOLONG);
+
+    /* Names the directory, the length it would take and the limit. */
+    assert_non_null(strstr(sfx->path, dir));
+    assert_non_null(strstr(sfx->path, "would be 108 bytes"));
+    assert_non_null(strstr(sfx->path, "over the 107"));
+
+    t_rmdir_of_len(dir);
 }
 
 static void
@@ -184,98 +382,87 @@ test_accept_removes_path_and_directory(void **state)
 }
 
 static void
-test_accept_rejects_other_process(void **state)
+test_accept_refuses_other_process(void **state)
 {
-    int            ready[2], hold[2];
-    char           c;
-    pid_t          pid;
-    struct t_sfx  *sfx;
+    struct stat        st;
+    struct t_sfx      *sfx;
+    struct t_stranger  peer;
 
     sfx = *state;
 
     assert_int_equal(nbffi_host_listen(sfx->host, sfx->path,
                                        sizeof(sfx->path)), 0);
-    assert_int_equal(pipe(ready), 0);
-    assert_int_equal(pipe(hold), 0);
+    t_stranger_start(&peer, sfx->path, 1);
 
-    pid = fork();
-    assert_true(pid >= 0);
+    /* Refused and counted; the path stays for our own connect. */
+    assert_int_equal(nbffi_host_accept(sfx->host), NBFFI_EBUSY);
+    assert_int_equal(nbffi_host_peers_refused(sfx->host), 1);
+    assert_int_equal(stat(sfx->path, &st), 0);
 
-    if (pid == 0) {
-        /* The child connects, says so, and stays until the parent is done. */
-        int                 fd;
-        struct sockaddr_un  sa;
-
-        (void) close(ready[0]);
-        (void) close(hold[1]);
-
-        fd = socket(AF_UNIX, SOCK_STREAM, 0);
-        memset(&sa, 0, sizeof(sa));
-        sa.sun_family = AF_UNIX;
-        strcpy(sa.sun_path, sfx->path);
-        c = connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0 ? 'y' : 'n';
-
-        (void) !write(ready[1], &c, 1);
-        (void) !read(hold[0], &c, 1);
-        _exit(0);
-    }
-
-    (void) close(ready[1]);
-    (void) close(hold[0]);
-
-    assert_int_equal(read(ready[0], &c, 1), 1);
-    assert_int_equal(c, 'y');
-
-    assert_int_equal(nbffi_host_accept(sfx->host), NBFFI_EPERM);
-
-    (void) close(hold[1]);
-    (void) close(ready[0]);
-    assert_int_equal(waitpid(pid, NULL, 0), pid);
+    t_stranger_end(&peer);
 }
 
+/*
+ * n connections of another process come between listen and our own
+ * connect: one accept refuses them all and takes ours behind them.
+ */
 static void
-test_handshake_after_rejected_peer(void **state)
+t_accept_behind_peers(struct t_sfx *sfx, int n)
 {
-    int            ready[2];
-    char           c;
-    pid_t          pid;
-    struct t_sfx  *sfx;
-
-    sfx = *state;
+    struct t_stranger  peers;
 
     assert_int_equal(nbffi_host_listen(sfx->host, sfx->path,
                                        sizeof(sfx->path)), 0);
-    assert_int_equal(pipe(ready), 0);
-
-    pid = fork();
-    assert_true(pid >= 0);
-
-    if (pid == 0) {
-        int                 fd;
-        struct sockaddr_un  sa;
-
-        fd = socket(AF_UNIX, SOCK_STREAM, 0);
-        memset(&sa, 0, sizeof(sa));
-        sa.sun_family = AF_UNIX;
-        strcpy(sa.sun_path, sfx->path);
-        c = connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0 ? 'y' : 'n';
-        (void) !write(ready[1], &c, 1);
-        _exit(0);
-    }
-
-    (void) close(ready[1]);
-    assert_int_equal(read(ready[0], &c, 1), 1);
-    assert_int_equal(c, 'y');
-    (void) close(ready[0]);
-    assert_int_equal(waitpid(pid, NULL, 0), pid);
-
-    /* A stranger that connected first does not lock the host out. */
-    assert_int_equal(nbffi_host_accept(sfx->host), NBFFI_EPERM);
+    t_stranger_start(&peers, sfx->path, n);
     sfx->fd = t_connect(sfx->path);
+
     assert_int_equal(nbffi_host_accept(sfx->host), 0);
+    assert_int_equal(nbffi_host_peers_refused(sfx->host), n);
 
     nbffi_host_kick(sfx->host);
     assert_true(t_readable(sfx->fd, T_WAIT_MS));
+
+    t_stranger_end(&peers);
+}
+
+static void
+test_accept_after_racing_peer(void **state)
+{
+    /* A process of the same user that found the path first. */
+    t_accept_behind_peers(*state, 1);
+}
+
+static void
+test_accept_ours_after_127_peers(void **state)
+{
+    /* Ours is the 128th connection, the last one accept may look at. */
+    t_accept_behind_peers(*state, 127);
+}
+
+static void
+test_accept_gives_up_after_128_peers(void **state)
+{
+    struct t_sfx      *sfx;
+    struct t_stranger  peers;
+
+    sfx = *state;
+
+    assert_int_equal(nbffi_host_listen(sfx->host, sfx->path,
+                                       sizeof(sfx->path)), 0);
+    t_stranger_start(&peers, sfx->path, 129);
+
+    /* Bounded: 128 refused, then it returns; the next call goes on. */
+    assert_int_equal(nbffi_host_accept(sfx->host), NBFFI_EBUSY);
+    assert_int_equal(nbffi_host_peers_refused(sfx->host), 128);
+
+    assert_int_equal(nbffi_host_accept(sfx->host), NBFFI_EBUSY);
+    assert_int_equal(nbffi_host_peers_refused(sfx->host), 129);
+
+    sfx->fd = t_connect(sfx->path);
+    assert_int_equal(nbffi_host_accept(sfx->host), 0);
+    assert_int_equal(nbffi_host_peers_refused(sfx->host), 129);
+
+    t_stranger_end(&peers);
 }
 
 static void
@@ -460,11 +647,16 @@ main(void)
     const struct CMUnitTest tests[] = {
         T_SFX(test_listen_private_directory),
         T_SFX(test_listen_buffer_too_small),
+        T_SFX(test_listen_tmpdir_missing),
+        T_SFX(test_listen_tmpdir_longest),
+        T_SFX(test_listen_tmpdir_too_long),
         cmocka_unit_test(test_listen_einval_on_eventfd_host),
         T_SFX(test_accept_busy_before_connect),
         T_SFX(test_accept_removes_path_and_directory),
-        T_SFX(test_accept_rejects_other_process),
-        T_SFX(test_handshake_after_rejected_peer),
+        T_SFX(test_accept_refuses_other_process),
+        T_SFX(test_accept_after_racing_peer),
+        T_SFX(test_accept_ours_after_127_peers),
+        T_SFX(test_accept_gives_up_after_128_peers),
         T_SFX(test_completion_before_handshake),
         T_SFX_CONNECTED(test_completion_sends_one_byte),
         T_SFX_CONNECTED(test_many_completions_one_byte),

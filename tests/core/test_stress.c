@@ -1,7 +1,9 @@
 /*
  * Multi-threaded stress: every posted task completes exactly once (counted
  * per task), under full queues, hosts that let go early, several hosts on
- * one runtime, and closes while tasks are in flight.
+ * one runtime, and closes while tasks are in flight -- including a runtime
+ * whose threads leave tasks unanswered, which is orphaned: those tasks
+ * complete as closed and are leaked, and the host counts each one.
  *
  * NBFFI_STRESS_TASKS sets the number of tasks of each scenario (default
  * 1000000; the close scenarios post about half of it, closing midway).
@@ -79,6 +81,8 @@ struct t_pool {
     pthread_t          tid[T_MAX_POPPERS];
 
     atomic_uchar      *answered;          /* per task seq */
+    atomic_uchar      *dropped;           /* per task seq */
+    atomic_ullong      ndropped;
     atomic_ullong      owned;             /* replies handed over */
     atomic_ullong      owned_freed;       /* ... and freed by nbffi */
 
@@ -116,7 +120,10 @@ t_pool_answer(struct t_pool *pool, nbffi_task_t *task)
     memcpy(&seq, p, sizeof(seq));
 
     if (pool->drop_after_close && (seq & 1) && nbffi_queue_closed(pool->q)) {
-        /* nbffi_runtime_free answers it with NBFFI_ECLOSED */
+        /* Never answered: the runtime is orphaned when fini returns, and
+         * the task completes as closed, leaked. */
+        atomic_store(&pool->dropped[seq], 1);
+        atomic_fetch_add(&pool->ndropped, 1);
         return;
     }
 
@@ -431,8 +438,7 @@ t_post(struct t_driver *d, uint64_t seq)
  * Posts seqs first .. first + n - 1 with at most window in flight, retrying
  * refused calls, and reaps.  With close_at, closes the runtime after that
  * many posts and returns once every remaining call was refused as closed:
- * what is still in flight is then reaped by t_drive_rest() after
- * nbffi_runtime_free().
+ * what is still in flight is then reaped by t_drive_rest().
  */
 static void
 t_drive(struct t_driver *d)
@@ -449,8 +455,10 @@ t_drive(struct t_driver *d)
         while (d->next < d->n && d->inflight < d->window
                && d->nlater < d->window)
         {
-            if (d->close_at >= 0 && d->next == (uint64_t) d->close_at) {
-                nbffi_runtime_close(d->rt);
+            if (d->close_at >= 0 && d->next == (uint64_t) d->close_at
+                && !T_CHECK(nbffi_runtime_close(d->rt, 0, NULL) == 0))
+            {
+                return;
             }
 
             rc = t_post(d, d->first + d->next);
@@ -507,17 +515,39 @@ t_drive(struct t_driver *d)
     }
 }
 
-/* After nbffi_runtime_free(): everything left is complete at once. */
+/*
+ * After the close: reaps what is still in flight, which the runtime or the
+ * close completes.
+ */
 static void
 t_drive_rest(struct t_driver *d)
 {
+    int  n;
+
     while (d->inflight > 0) {
-        if (!T_CHECK(t_reap_batch(d) > 0)) {
+        t_wake_drain(d);
+        n = t_reap_batch(d);
+        if (n < 0 || (n == 0 && !t_wait(d))) {
             return;
         }
     }
 
     (void) T_CHECK(t_reap_batch(d) == 0);
+}
+
+/* Waits for the end of the close of d's runtime, frees it, and returns
+ * its final state. */
+static int
+t_drive_close_end(struct t_driver *d)
+{
+    int  state;
+
+    state = nbffi_runtime_wait(d->rt, nbffi_now_ns()
+                                      + (int64_t) T_WAIT_MS * 1000000);
+    nbffi_runtime_free(d->rt);
+    d->rt = NULL;
+
+    return state;
 }
 
 static void
@@ -618,7 +648,9 @@ test_stress_pool(void **state)
     assert_int_equal(st.in_flight, 0);
     assert_int_equal(st.queued, 0);
 
-    nbffi_runtime_free(d.rt);
+    /* fini joins the poppers: every task they took was answered */
+    assert_int_equal(t_close_free(d.rt, T_WAIT_MS), NBFFI_RT_CLOSED);
+    assert_int_equal(nbffi_host_tasks_leaked(d.host), 0);
     t_host_finish(d.host);
     t_assert_no_failure();
 
@@ -735,9 +767,8 @@ test_stress_hosts(void **state)
     per = n / T_HOSTS;
 
     assert_int_equal(nbffi_host_new(&main_host, NBFFI_HOST_LOG_QUEUE), 0);
-    assert_int_equal(nbffi_runtime_load(main_host, LIBECHO_PATH, NULL,
-                                        "threads=4", 9, 512, 0, 0, &rt, err,
-                                        sizeof(err)), 0);
+    assert_int_equal(t_load_wait(main_host, LIBECHO_PATH, NULL, "threads=4",
+                                 9, 512, 0, 0, 0, &rt, err, sizeof(err)), 0);
 
     for (i = 0; i < T_HOSTS; i++) {
         t_driver_init(&h[i].d, per * T_HOSTS);
@@ -772,7 +803,7 @@ test_stress_hosts(void **state)
     assert_int_equal(st.abandoned, released);
     assert_int_equal(st.in_flight, 0);
 
-    nbffi_runtime_free(rt);
+    assert_int_equal(t_close_free(rt, T_WAIT_MS), NBFFI_RT_CLOSED);
     t_host_finish(main_host);
 
     printf("stress_hosts: %d hosts x %llu tasks, %llu refused, "
@@ -786,14 +817,16 @@ test_stress_hosts(void **state)
 
 /*
  * Rounds of: two popper threads, a close in the middle of the stream,
- * poppers that stop answering once closed, nbffi_runtime_free answering
- * the rest.
+ * poppers that leave odd tasks unanswered once closed.  fini joins them
+ * and returns, but the runtime still holds what they dropped: it is
+ * orphaned, and exactly the dropped tasks complete as closed and leaked.
  */
 static void
 test_stress_close(void **state)
 {
-    int              round, rounds;
-    uint64_t         n, per, seq, closed, answered;
+    int              round, rounds, rstate, orphaned;
+    char             line[1024];
+    uint64_t         n, per, seq, closed, answered, dropped;
     struct t_pool    pool;
     struct t_driver  d;
 
@@ -802,16 +835,19 @@ test_stress_close(void **state)
     rounds = 100;
     n = t_tasks();
     per = n / (uint64_t) rounds;
-    closed = answered = 0;
+    closed = answered = dropped = 0;
+    orphaned = 0;
 
     for (round = 0; round < rounds; round++) {
         memset(&pool, 0, sizeof(pool));
         pool.answered = calloc(per, sizeof(atomic_uchar));
+        pool.dropped = calloc(per, sizeof(atomic_uchar));
         assert_non_null(pool.answered);
+        assert_non_null(pool.dropped);
         pool.drop_after_close = 1;
 
         t_driver_init(&d, per);
-        assert_int_equal(nbffi_host_new(&d.host, 0), 0);
+        assert_int_equal(nbffi_host_new(&d.host, NBFFI_HOST_LOG_QUEUE), 0);
         d.fd = nbffi_host_fd(d.host);
         d.rt = t_load_ctl(d.host, 256, 0, &pool.q);
         d.n = per;
@@ -825,31 +861,56 @@ test_stress_close(void **state)
         t_drive(&d);
         t_assert_no_failure();
 
-        nbffi_runtime_free(d.rt);
+        rstate = t_drive_close_end(&d);
         t_drive_rest(&d);
         t_assert_no_failure();
+
+        /* Orphaned exactly when a task was dropped, and said so once. */
+        assert_int_equal(rstate, atomic_load(&pool.ndropped) != 0
+                                 ? NBFFI_RT_ORPHANED : NBFFI_RT_CLOSED);
+        if (rstate == NBFFI_RT_ORPHANED) {
+            assert_true(nbffi_host_log_next(d.host, NULL, line, sizeof(line),
+                                            NULL) > 0);
+            assert_non_null(strstr(line, "orphaned"));
+            orphaned++;
+        }
+        assert_int_equal(nbffi_host_log_next(d.host, NULL, line,
+                                             sizeof(line), NULL), 0);
+
+        /* Each dropped task, reaped or released early, leaked; no other. */
+        assert_int_equal(nbffi_host_tasks_leaked(d.host),
+                         atomic_load(&pool.ndropped));
         t_host_finish(d.host);
 
         t_assert_exactly_once(&d);
         for (seq = 0; seq < per; seq++) {
-            assert_true(pool.answered[seq] <= 1);
+            assert_true(pool.answered[seq] + pool.dropped[seq] <= 1);
             if (d.reaped[seq]) {
-                /* answered by the runtime, or by nbffi as closed */
+                /* answered by the runtime, or closed because dropped */
                 assert_int_equal(d.status[seq] == 0, pool.answered[seq]);
+                assert_int_equal(d.status[seq] == NBFFI_ECLOSED,
+                                 pool.dropped[seq]);
                 closed += d.status[seq] == NBFFI_ECLOSED;
                 answered += pool.answered[seq];
             }
         }
         assert_int_equal(d.closed_calls, per - (uint64_t) d.close_at);
+        dropped += atomic_load(&pool.ndropped);
 
         t_driver_free(&d);
         t_pool_destroy(&pool);
         free(pool.answered);
+        free(pool.dropped);
     }
 
+    /* The scenario happened: tasks were in flight at the close. */
+    assert_true(orphaned > 0);
+
     printf("stress_close: %d rounds x %llu tasks, %llu answered, "
-           "%llu closed by nbffi\n", rounds, (unsigned long long) per,
-           (unsigned long long) answered, (unsigned long long) closed);
+           "%llu dropped (%llu reaped as closed, leaked), %d orphaned\n",
+           rounds, (unsigned long long) per, (unsigned long long) answered,
+           (unsigned long long) dropped, (unsigned long long) closed,
+           orphaned);
 }
 
 /*
@@ -875,9 +936,9 @@ test_stress_echo_close(void **state)
         t_driver_init(&d, per);
         assert_int_equal(nbffi_host_new(&d.host, NBFFI_HOST_LOG_QUEUE), 0);
         d.fd = nbffi_host_fd(d.host);
-        assert_int_equal(nbffi_runtime_load(d.host, LIBECHO_PATH, NULL,
-                                            "threads=4", 9, 0, 0, 0, &d.rt,
-                                            err, sizeof(err)), 0);
+        assert_int_equal(t_load_wait(d.host, LIBECHO_PATH, NULL, "threads=4",
+                                     9, 0, 0, 0, 0, &d.rt, err, sizeof(err)),
+                         0);
         d.n = per;
         /* held tasks stay in flight until the close: keep them below */
         d.window = 512;
@@ -888,9 +949,11 @@ test_stress_echo_close(void **state)
         t_drive(&d);
         t_assert_no_failure();
 
-        nbffi_runtime_free(d.rt);
+        /* fini joins its threads, which answer what they hold on exit */
+        assert_int_equal(t_drive_close_end(&d), NBFFI_RT_CLOSED);
         t_drive_rest(&d);
         t_assert_no_failure();
+        assert_int_equal(nbffi_host_tasks_leaked(d.host), 0);
         t_host_finish(d.host);
 
         t_assert_exactly_once(&d);
@@ -928,9 +991,8 @@ test_stress_host_churn(void **state)
     rounds = (int) (t_tasks() / 4 / per);
 
     assert_int_equal(nbffi_host_new(&main_host, NBFFI_HOST_LOG_QUEUE), 0);
-    assert_int_equal(nbffi_runtime_load(main_host, LIBECHO_PATH, NULL,
-                                        "threads=4", 9, 0, 0, 0, &rt, err,
-                                        sizeof(err)), 0);
+    assert_int_equal(t_load_wait(main_host, LIBECHO_PATH, NULL, "threads=4",
+                                 9, 0, 0, 0, 0, &rt, err, sizeof(err)), 0);
 
     for (round = 0; round < rounds; round++) {
         t_driver_init(&d, per);
@@ -948,11 +1010,170 @@ test_stress_host_churn(void **state)
         t_driver_free(&d);
     }
 
-    nbffi_runtime_free(rt);
+    assert_int_equal(t_close_free(rt, T_WAIT_MS), NBFFI_RT_CLOSED);
     t_host_finish(main_host);
 
     printf("stress_host_churn: %d hosts x %llu tasks\n", rounds,
            (unsigned long long) per);
+}
+
+/*
+ * A runtime orphaned while its threads pop: tasks a thread takes from the
+ * queue while the close sweeps what the runtime holds must not fall
+ * between the two (never completed: a caller waiting forever, a host that
+ * can never be freed).
+ */
+#define T_ORPHAN_POPPERS  3
+#define T_ORPHAN_POSTED   100       /* posts before the close */
+#define T_ORPHAN_MAX      (1 << 18) /* posts at most */
+
+struct t_orphan {
+    nbffi_queue_t    *q;
+    nbffi_runtime_t  *rt;
+    atomic_ullong     held;         /* tasks the poppers took */
+    atomic_ullong     posted;
+    /* the posting host's end, written by its thread before it exits */
+    uint64_t          reaped;
+    uint64_t          leaked;
+    uint64_t          live;
+    int               freed;
+};
+
+/* Pops and keeps every task, a handler that never returns. */
+static void *
+t_orphan_popper(void *arg)
+{
+    int               n;
+    nbffi_task_t     *task;
+    struct t_orphan  *o;
+
+    o = arg;
+
+    while ((n = nbffi_queue_pop(o->q, &task, 1, -1)) != NBFFI_ECLOSED) {
+        if (!T_CHECK(n >= 0)) {
+            break;
+        }
+        atomic_fetch_add(&o->held, (uint64_t) n);
+    }
+
+    return NULL;
+}
+
+/* Another host: posts until closed (or T_ORPHAN_MAX posts), then reaps
+ * until each task completed, as closed: nobody answers. */
+static void *
+t_orphan_poster(void *arg)
+{
+    int               i, n, rc;
+    int64_t           deadline;
+    nbffi_host_t     *host;
+    nbffi_task_t     *task, *out[T_REAP_BATCH];
+    struct t_orphan  *o;
+
+    o = arg;
+
+    if (!T_CHECK(nbffi_host_new(&host, 0) == 0)) {
+        return NULL;
+    }
+
+    for ( ;; ) {
+        rc = NBFFI_EQFULL;
+        if (atomic_load(&o->posted) < T_ORPHAN_MAX) {
+            rc = nbffi_call(host, o->rt, "m", 1, "p", 1, 0, 0, &task);
+        }
+        if (rc == NBFFI_ECLOSED) {
+            break;
+        }
+        if (rc == 0) {
+            atomic_fetch_add(&o->posted, 1);
+        } else if (!T_CHECK(rc == NBFFI_EQFULL)) {
+            break;
+        } else {
+            (void) sched_yield();
+        }
+    }
+
+    deadline = nbffi_now_ns() + (int64_t) T_WAIT_MS * 1000000;
+
+    while (nbffi_host_tasks_live(host) != 0
+           && nbffi_host_wait(host, deadline))
+    {
+        nbffi_host_drain(host);
+        n = nbffi_host_reap(host, out, T_REAP_BATCH);
+        for (i = 0; i < n; i++) {
+            (void) T_CHECK(nbffi_task_status(out[i]) == NBFFI_ECLOSED);
+            o->leaked += nbffi_task_leaked(out[i]);
+            o->reaped++;
+            nbffi_task_release(out[i]);
+        }
+    }
+
+    o->live = nbffi_host_tasks_live(host);
+    o->freed = (o->live == 0 && nbffi_host_free(host) == 0);
+
+    return NULL;
+}
+
+static void
+test_stress_orphan_pop(void **state)
+{
+    int               round, rounds, i;
+    pthread_t         poster, poppers[T_ORPHAN_POPPERS];
+    uint64_t          held;
+    nbffi_host_t     *host;
+    struct t_orphan   o;
+
+    (void) state;
+
+    held = 0;
+    rounds = (int) (t_tasks() / 2500);
+
+    assert_int_equal(nbffi_host_new(&host, NBFFI_HOST_LOG_QUEUE), 0);
+
+    for (round = 0; round < rounds; round++) {
+        memset(&o, 0, sizeof(o));
+        atomic_init(&o.held, 0);
+        atomic_init(&o.posted, 0);
+        o.rt = t_load_ctl(host, 16, 0, &o.q);
+
+        for (i = 0; i < T_ORPHAN_POPPERS; i++) {
+            assert_int_equal(pthread_create(&poppers[i], NULL,
+                                            t_orphan_popper, &o), 0);
+        }
+        assert_int_equal(pthread_create(&poster, NULL, t_orphan_poster, &o),
+                         0);
+
+        while (atomic_load(&o.posted) < T_ORPHAN_POSTED) {
+            (void) sched_yield();
+        }
+
+        /* t_ctl's fini returns at once: the poppers still hold tasks, and
+         * are still popping.  The other host posts until it is refused. */
+        assert_int_equal(nbffi_runtime_close(o.rt, 0, NULL), 0);
+        assert_int_equal(pthread_join(poster, NULL), 0);
+        for (i = 0; i < T_ORPHAN_POPPERS; i++) {
+            assert_int_equal(pthread_join(poppers[i], NULL), 0);
+        }
+        t_assert_no_failure();
+
+        assert_int_equal(t_close_free(o.rt, T_WAIT_MS), NBFFI_RT_ORPHANED);
+
+        /* Every task completed once.  What the poppers took is leaked,
+         * and at most one task per popper more: one the sweep took from
+         * the held set while its pop was still returning it. */
+        assert_int_equal(o.live, 0);
+        assert_int_equal(o.reaped, atomic_load(&o.posted));
+        assert_true(o.leaked >= atomic_load(&o.held));
+        assert_true(o.leaked <= atomic_load(&o.held) + T_ORPHAN_POPPERS);
+        assert_true(o.freed);
+        held += o.leaked;
+    }
+
+    t_host_finish(host);
+
+    printf("stress_orphan_pop: %d rounds orphaned with %d poppers, "
+           "%llu tasks held and leaked\n", rounds, T_ORPHAN_POPPERS,
+           (unsigned long long) held);
 }
 
 int
@@ -964,6 +1185,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_stress_close),
         cmocka_unit_test(test_stress_echo_close),
         cmocka_unit_test(test_stress_host_churn),
+        cmocka_unit_test(test_stress_orphan_pop),
     };
 
     if (argc > 1) {

@@ -1,19 +1,23 @@
 /*
- * libFuzzer: nbffi_runtime_load() with any library name, search path, cfg
- * and error buffer size: the path building of short names, the error
- * messages, the init call (on the host thread or, with an init timeout,
- * on a helper thread) and the runtime's life after it.
+ * libFuzzer: a runtime's whole life through nbffi_runtime_load() with any
+ * library name, search path, cfg, queue bound and start deadline: the
+ * path building of short names, the error messages, init on its core
+ * thread, calls posted while it starts, a close before or after the start
+ * ended, and every task completing exactly once.
  *
- * core/src/load.c is compiled into this file unchanged, with the dynamic
- * loader replaced by a fake (macros, set before it is included): nothing
- * is ever loaded.  The fake "finds" a library whose file name (the part
- * after the last '/') starts with "ok", "noinit" or "badabi", and its
- * init fails when the cfg starts with "fail", writing as much of the
- * rest of the cfg as fits into err.
+ * core/src/library.c is compiled into this file unchanged, with the
+ * dynamic loader replaced by a fake (macros, set before it is included):
+ * nothing is ever loaded.  The fake "finds" a library whose file name (the
+ * part after the last '/', without "lib") starts with "okfini" (init and
+ * fini), "ok" (init only), "noinit" or "badabi"; its init fails when the
+ * cfg starts with "fail", writing as much of the rest of the cfg as fits
+ * into err.  The runtime starts no threads: its queued tasks complete as
+ * closed when it closes.
  *
- * Input: flags byte (bit 0: init timeout; bit 1: RTLD_GLOBAL; bit 2:
- * search_path NULL), error buffer size byte (0..255, exactly that many
- * bytes), then lib NUL search_path NUL cfg.
+ * Input: flags byte (bit 0: a start deadline; bit 1: RTLD_GLOBAL; bit 2:
+ * search_path NULL; bits 3-5: calls posted while it starts, 0..7; bit 6:
+ * close at once, before the start ended), max_queue byte (its low 3 bits,
+ * 0: the default), then lib NUL search_path NUL cfg.
  */
 
 #include <dlfcn.h>
@@ -28,17 +32,29 @@ static char *fuzz_dlerror(void);
 #define dlsym    fuzz_dlsym
 #define dlerror  fuzz_dlerror
 
-#include "../../core/src/load.c"
+#include "../../core/src/library.c"
 
 #undef dlopen
 #undef dlsym
 #undef dlerror
 
+#define FUZZ_MAX_CALLS  7
+#define FUZZ_TASKS      (FUZZ_MAX_CALLS + 2)
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-enum { FUZZ_OK = 1, FUZZ_NOINIT, FUZZ_BADABI };
+enum { FUZZ_OKFINI = 1, FUZZ_OK, FUZZ_NOINIT, FUZZ_BADABI };
 
-static int  fuzz_libs[4];       /* handles: addresses of the kinds */
+static int  fuzz_libs[5];       /* handles: addresses of the kinds */
+
+/* One run: the tasks it waits for, each to complete exactly once. */
+typedef struct {
+    nbffi_host_t     *host;
+    nbffi_task_t     *task[FUZZ_TASKS];
+    int               done[FUZZ_TASKS];
+    int               n;
+} fuzz_run_t;
+
 
 static void *
 fuzz_dlopen(const char *path, int mode)
@@ -58,6 +74,9 @@ fuzz_dlopen(const char *path, int mode)
         base += 3;
     }
 
+    if (strncmp(base, "okfini", 6) == 0) {
+        return &fuzz_libs[FUZZ_OKFINI];
+    }
     if (strncmp(base, "ok", 2) == 0) {
         return &fuzz_libs[FUZZ_OK];
     }
@@ -91,12 +110,10 @@ fuzz_bad_abi(void)
 }
 
 static int
-fuzz_init(nbffi_queue_t *q, const void *cfg, size_t cfg_len, char *err,
-    size_t err_len)
+fuzz_init(nbffi_queue_t *q, const void *cfg, size_t cfg_len, void **data,
+    char *err, size_t err_len)
 {
     size_t  n;
-
-    (void) q;
 
     if (cfg_len >= 4 && memcmp(cfg, "fail", 4) == 0) {
         /* a careless init: fills err to the brim, NUL at the very end */
@@ -104,6 +121,20 @@ fuzz_init(nbffi_queue_t *q, const void *cfg, size_t cfg_len, char *err,
         memcpy(err, (const char *) cfg + 4, n);
         err[n] = '\0';
         return 1;
+    }
+
+    *data = q;
+    return 0;
+}
+
+static int
+fuzz_fini(void *data, int64_t deadline_ns)
+{
+    (void) deadline_ns;
+
+    /* init's pointer comes back; the queue is closed by now */
+    if (data == NULL || !nbffi_queue_closed(data)) {
+        abort();
     }
     return 0;
 }
@@ -123,18 +154,68 @@ fuzz_dlsym(void *handle, const char *name)
                && handle != &fuzz_libs[FUZZ_NOINIT])
     {
         fn = (void *) fuzz_init;
+
+    } else if (strcmp(name, "nbffi_runtime_fini") == 0
+               && handle == &fuzz_libs[FUZZ_OKFINI])
+    {
+        fn = (void *) fuzz_fini;
     }
 
     return fn;
 }
 
+/* Reaps until task has completed; every completion is one of run's. */
+static void
+fuzz_wait(fuzz_run_t *run, nbffi_task_t *task)
+{
+    int            i, k, n, found;
+    nbffi_task_t  *out[FUZZ_TASKS];
+
+    for (k = 0; k < run->n; k++) {
+        if (run->task[k] == task && run->done[k]) {
+            return;
+        }
+    }
+
+    for (found = 0; !found; /* void */) {
+        (void) nbffi_host_wait(run->host, 0);
+        nbffi_host_drain(run->host);
+
+        n = nbffi_host_reap(run->host, out, FUZZ_TASKS);
+        for (i = 0; i < n; i++) {
+            for (k = 0; k < run->n && run->task[k] != out[i]; k++) {
+                /* void */
+            }
+            if (k == run->n || run->done[k]++) {
+                abort();        /* not ours, or completed twice */
+            }
+            found |= (out[i] == task);
+        }
+    }
+}
+
+/* A completed task's status and reply, as a C string it must not hold. */
+static int
+fuzz_status(nbffi_task_t *task, const char **reply, size_t *len)
+{
+    *reply = nbffi_task_reply(task, len);
+    if (*len != 0 && memchr(*reply, '\0', *len) != NULL) {
+        abort();
+    }
+    return nbffi_task_status(task);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    int               rc;
-    char             *err, *in, *lib, *path, *cfg, *end;
-    size_t            err_len, cfg_len;
-    nbffi_host_t     *host;
+    int               rc, i, ncalls, calls_end, status, st;
+    char             *in, *lib, *path, *cfg, *end;
+    size_t            cfg_len, len, clen;
+    int64_t           deadline;
+    uint32_t          max_queue;
+    const char       *msg, *reply;
+    fuzz_run_t        run;
+    nbffi_task_t     *load_task, *close_task, *call;
     nbffi_runtime_t  *rt;
 
     if (size < 2) {
@@ -155,43 +236,86 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     path = lib + strlen(lib) + 1;
     cfg = (path <= end) ? path + strlen(path) + 1 : end + 1;
     cfg_len = (cfg <= end) ? (size_t) (end - cfg) : 0;
-    if (path > end) {
-        path = NULL;
-    }
-    if (data[0] & 4) {
+    if (path > end || (data[0] & 4)) {
         path = NULL;
     }
 
-    err_len = data[1];
-    err = malloc(err_len ? err_len : 1);
-    if (err == NULL || nbffi_host_new(&host, 0) != 0) {
+    ncalls = (data[0] >> 3) & 7;
+    max_queue = data[1] & 7;
+    deadline = (data[0] & 1) ? nbffi_now_ns() + 10000000000ll : 0;
+
+    memset(&run, 0, sizeof(run));
+    if (nbffi_host_new(&run.host, 0) != 0) {
         abort();
-    }
-    memset(err, 'X', err_len);
-    if (data[0] & 1) {
-        nbffi_host_set_init_timeout(host, 10000);
     }
 
     rt = NULL;
-    rc = nbffi_runtime_load(host, lib, path, cfg_len ? cfg : NULL, cfg_len,
-                            0, 0, (data[0] & 2) ? NBFFI_LOAD_GLOBAL : 0, &rt,
-                            err, err_len);
+    load_task = NULL;
+    rc = nbffi_runtime_load(run.host, lib, path, cfg_len ? cfg : NULL,
+                            cfg_len, max_queue, 0, deadline,
+                            (data[0] & 2) ? NBFFI_LOAD_GLOBAL : 0, &rt,
+                            &load_task);
 
-    switch (rc) {
-    case 0:
-        if (rt == NULL) {
+    if (rc == NBFFI_EINVAL) {
+        /* an empty name: nothing started */
+        if (rt != NULL || load_task != NULL || lib[0] != '\0'
+            || nbffi_host_free(run.host) != 0)
+        {
             abort();
         }
-        nbffi_runtime_free(rt);
+        free(in);
+        return 0;
+    }
+
+    if (rc != 0 || rt == NULL || load_task == NULL) {
+        abort();
+    }
+    run.task[run.n++] = load_task;
+
+    /* Calls while it starts: queued, or refused for a full queue or, if
+     * the start already failed, with its status. */
+    for (i = 0; i < ncalls; i++) {
+        call = NULL;
+        rc = nbffi_call(run.host, rt, "m", 1, "p", 1, 0, 0, &call);
+        if (rc == 0) {
+            run.task[run.n++] = call;
+        } else if (rc != NBFFI_EQFULL && rc != NBFFI_ELOAD
+                   && rc != NBFFI_ESYM && rc != NBFFI_EABI
+                   && rc != NBFFI_EINIT)
+        {
+            abort();
+        }
+    }
+    calls_end = run.n;
+
+    close_task = NULL;
+    if (data[0] & 64) {
+        if (nbffi_runtime_close(rt, 0, &close_task) != 0
+            || close_task == NULL)
+        {
+            abort();
+        }
+        run.task[run.n++] = close_task;
+    }
+
+    fuzz_wait(&run, load_task);
+
+    status = fuzz_status(load_task, &reply, &len);
+    switch (status) {
+    case 0:
+        if (len != 0) {
+            abort();
+        }
         break;
 
-    case NBFFI_EINVAL:
     case NBFFI_ELOAD:
     case NBFFI_ESYM:
     case NBFFI_EABI:
     case NBFFI_EINIT:
-        if (rt != NULL || (err_len > 0 && memchr(err, '\0', err_len) == NULL)
-            || (err_len > 1 && err[0] == '\0'))
+        /* a message, kept by the runtime too, within the core's bound */
+        if (len == 0 || len >= NBFFI__ERR_MAX
+            || nbffi_runtime_error(rt, &msg) != status
+            || strlen(msg) != len || memcmp(msg, reply, len) != 0)
         {
             abort();
         }
@@ -201,10 +325,50 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     }
 
-    if (nbffi_host_free(host) != 0) {
+    if (close_task == NULL) {
+        if (nbffi_runtime_close(rt, 0, &close_task) != 0
+            || close_task == NULL)
+        {
+            abort();
+        }
+        run.task[run.n++] = close_task;
+    }
+
+    fuzz_wait(&run, close_task);
+    if (nbffi_task_status(close_task) != 0
+        || nbffi_runtime_state(rt) != NBFFI_RT_CLOSED)
+    {
         abort();
     }
-    free(err);
+
+    /* Every call completed: with the start's failure, or closed. */
+    for (i = 1; i < calls_end; i++) {
+        fuzz_wait(&run, run.task[i]);
+        st = fuzz_status(run.task[i], &msg, &clen);
+        if (status != 0
+            ? (st != status || clen != len || memcmp(msg, reply, len) != 0)
+            : (st != NBFFI_ECLOSED || clen != 0))
+        {
+            abort();
+        }
+    }
+
+    for (i = 0; i < run.n; i++) {
+        if (run.done[i] != 1 || nbffi_task_leaked(run.task[i])) {
+            abort();
+        }
+        nbffi_task_release(run.task[i]);
+    }
+
+    nbffi_runtime_free(rt);
+
+    /* Both core threads ended before their tasks were pushed. */
+    if (nbffi_host_tasks_live(run.host) != 0
+        || nbffi_host_free(run.host) != 0)
+    {
+        abort();
+    }
+
     free(in);
     return 0;
 }
