@@ -46,7 +46,7 @@ int
 main(int argc, char **argv)
 {
     int               rc, i, k, j;
-    char              err[512];
+    const char       *msg;
     double            scale;
     nbffi_host_t     *host;
     nbffi_runtime_t  *rt;
@@ -63,9 +63,15 @@ main(int argc, char **argv)
     }
 
     rc = nbffi_runtime_load(host, NBFFI_ECHO_LIB, NULL, "threads=1", 9,
-                            0, 0, 0, &rt, err, sizeof(err));
+                            0, 0, 0, 0, &rt, NULL);
     if (rc != 0) {
-        fprintf(stderr, "load: %s\n", err);
+        bench_fail("nbffi_runtime_load", rc);
+    }
+
+    /* The start runs on a thread of libnbffi: this host may wait for it. */
+    if (nbffi_runtime_wait(rt, 0) != NBFFI_RT_READY) {
+        (void) nbffi_runtime_error(rt, &msg);
+        fprintf(stderr, "load: %s\n", msg);
         return 1;
     }
 
@@ -128,9 +134,16 @@ main(int argc, char **argv)
                c->host_cpu_ns / c->calls, c->rt_cpu_ns / c->calls);
     }
 
+    /* fini runs on a thread of libnbffi: wait for it, then reap what the
+     * close answered */
+    if (nbffi_runtime_close(rt, 0, NULL) != 0
+        || nbffi_runtime_wait(rt, 0) != NBFFI_RT_CLOSED)
+    {
+        fprintf(stderr, "close: the runtime did not close\n");
+        return 1;
+    }
     nbffi_runtime_free(rt);
 
-    /* fini joined the thread; reap whatever close answered */
     {
         nbffi_task_t  *t[BATCH];
         int            m;

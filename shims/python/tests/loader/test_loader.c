@@ -76,7 +76,7 @@ t_load_fails(nbffi_host_t *host, const char *cfg, const char *expect)
                                  0, 0, &rt, err, sizeof(err)),
                      NBFFI_EINIT);
     assert_int_equal(nbffi_runtime_state(rt), NBFFI_RT_FAILED);
-    assert_int_equal(t_close_free(host, rt, 0), 0);
+    assert_int_equal(t_close_free(rt, 0), NBFFI_RT_CLOSED);
 
     if (strstr(err, expect) == NULL) {
         fail_msg("load %s: want \"%s\" in the error, got: %s", cfg, expect,
@@ -226,7 +226,7 @@ test_sync_replies(void **state)
     t_ask_is(host, rt, "trap", "", 0, "signal only works in main thread "
              "of the main interpreter");
 
-    assert_int_equal(t_close_free(host, rt, T_STOP_MS), 0);
+    assert_int_equal(t_close_free(rt, T_STOP_MS), NBFFI_RT_CLOSED);
     t_host_finish(host);
 }
 
@@ -259,7 +259,7 @@ test_exception_reply(void **state)
     /* and it keeps serving */
     t_ask_is(host, rt, "echo", "still here", 0, "still here");
 
-    assert_int_equal(t_close_free(host, rt, T_STOP_MS), 0);
+    assert_int_equal(t_close_free(rt, T_STOP_MS), NBFFI_RT_CLOSED);
     t_host_finish(host);
 }
 
@@ -304,7 +304,7 @@ test_large_payloads(void **state)
     nbffi_task_release(task);
 
     free(payload);
-    assert_int_equal(t_close_free(host, rt, T_STOP_MS), 0);
+    assert_int_equal(t_close_free(rt, T_STOP_MS), NBFFI_RT_CLOSED);
     t_host_finish(host);
 }
 
@@ -341,7 +341,7 @@ test_async_calls_overlap(void **state)
     assert_int_equal(strncmp(t_text(task), "KeyError: 'k'", 13), 0);
     nbffi_task_release(task);
 
-    assert_int_equal(t_close_free(host, rt, T_STOP_MS), 0);
+    assert_int_equal(t_close_free(rt, T_STOP_MS), NBFFI_RT_CLOSED);
     t_host_finish(host);
 }
 
@@ -397,7 +397,7 @@ test_batches(void **state)
 
     t_ask_is(host, rt, "sizes_seen", "", 0, "4,4");
 
-    assert_int_equal(t_close_free(host, rt, T_STOP_MS), 0);
+    assert_int_equal(t_close_free(rt, T_STOP_MS), NBFFI_RT_CLOSED);
     t_host_finish(host);
 }
 
@@ -420,7 +420,7 @@ test_close_finishes_pending(void **state)
     }
 
     /* closed once all 20 are answered and the thread has left */
-    assert_int_equal(t_close_free(host, rt, T_STOP_MS), 0);
+    assert_int_equal(t_close_free(rt, T_STOP_MS), NBFFI_RT_CLOSED);
 
     t_reap_all(host, tasks, 20);
     for (i = 0; i < 20; i++) {
@@ -451,7 +451,7 @@ t_close_cancels(const char *cfg_extra, const char *method, int64_t ms)
         (void) t_post(host, rt, method, "w", 1);
     }
 
-    assert_int_equal(t_close_free(host, rt, ms), 0);
+    assert_int_equal(t_close_free(rt, ms), NBFFI_RT_CLOSED);
 
     t_reap_all(host, tasks, 5);
     for (i = 0; i < 5; i++) {
@@ -500,7 +500,7 @@ test_stop_interrupts_a_spinning_handler(void **state)
     queued = t_post(host, rt, "echo", "x", 1);
 
     /* the thread left: closed, not orphaned */
-    assert_int_equal(t_close_free(host, rt, T_STOP_MS), 0);
+    assert_int_equal(t_close_free(rt, T_STOP_MS), NBFFI_RT_CLOSED);
 
     t_wait_task(host, spin);
     assert_int_equal(nbffi_task_status(spin), 1);
@@ -578,7 +578,7 @@ test_caller_gave_up_cancels_async_handler(void **state)
     t_ask_is(host, rt, "wait_cancelled", "", 0,
              "cancelled: the caller gave up");
 
-    assert_int_equal(t_close_free(host, rt, T_STOP_MS), 0);
+    assert_int_equal(t_close_free(rt, T_STOP_MS), NBFFI_RT_CLOSED);
     t_host_finish(host);
 }
 
@@ -618,7 +618,7 @@ test_bad_cfg(void **state)
     rt = t_load(host, t_cfg(T_ECHO_CFG, ""));
     t_ask_is(host, rt, "echo", "ok", 0, "ok");
 
-    assert_int_equal(t_close_free(host, rt, T_STOP_MS), 0);
+    assert_int_equal(t_close_free(rt, T_STOP_MS), NBFFI_RT_CLOSED);
     t_host_finish(host);
 }
 
@@ -666,7 +666,7 @@ test_venv_site_packages(void **state)
     assert_int_equal(strcmp(t_text(task), path), 0);
     nbffi_task_release(task);
 
-    assert_int_equal(t_close_free(host, rt, T_STOP_MS), 0);
+    assert_int_equal(t_close_free(rt, T_STOP_MS), NBFFI_RT_CLOSED);
     t_host_finish(host);
 
     assert_int_equal(nftw(dir, t_rm, 16, FTW_DEPTH | FTW_PHYS), 0);
@@ -710,7 +710,7 @@ test_logging_reaches_host(void **state)
     assert_int_equal(found_debug, 0);    /* below log_level */
     assert_int_equal(found_start, 1);
 
-    assert_int_equal(t_close_free(host, rt, T_STOP_MS), 0);
+    assert_int_equal(t_close_free(rt, T_STOP_MS), NBFFI_RT_CLOSED);
     t_host_finish(host);
 }
 
@@ -732,11 +732,11 @@ test_runtimes_share_interpreter(void **state)
     /* one interpreter: b imports the same module object */
     t_ask_is(host, b, "get", "", 0, "from a");
 
-    assert_int_equal(t_close_free(host, a, T_STOP_MS), 0);
+    assert_int_equal(t_close_free(a, T_STOP_MS), NBFFI_RT_CLOSED);
 
     t_ask_is(host, b, "echo", "b lives on", 0, "b lives on");
 
-    assert_int_equal(t_close_free(host, b, T_STOP_MS), 0);
+    assert_int_equal(t_close_free(b, T_STOP_MS), NBFFI_RT_CLOSED);
     t_host_finish(host);
 }
 
