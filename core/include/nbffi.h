@@ -339,7 +339,7 @@ NBFFI_EXTERN void nbffi_host_set_log(nbffi_host_t *host, nbffi_log_cb cb,
  * payload of one call in bytes (0: 64 MiB).  start_deadline_ns
  * (nbffi_now_ns clock, 0: none) bounds the start: an init still running
  * then is left to itself and the runtime fails with "init did not return
- * within N ms".  flags: NBFFI_LOAD_*.
+ * within the start deadline".  flags: NBFFI_LOAD_*.
  *
  * On success *out is the caller's until nbffi_runtime_free(), in state
  * NBFFI_RT_STARTING.  Calls may be posted at once: they wait in the queue
@@ -373,7 +373,8 @@ NBFFI_EXTERN int nbffi_runtime_state(nbffi_runtime_t *rt);
 NBFFI_EXTERN int nbffi_runtime_error(nbffi_runtime_t *rt, const char **msg);
 
 /*
- * Host thread.  Closes the runtime and returns at once.  From now on calls
+ * Host thread of the host that loaded rt.  Closes the runtime and returns
+ * at once.  From now on calls
  * are refused with NBFFI_ECLOSED; tasks already queued are still popped by
  * the runtime, after which its threads get NBFFI_ECLOSED from
  * nbffi_queue_pop() and exit.  A core thread calls the runtime's fini with
@@ -585,9 +586,14 @@ NBFFI_EXTERN int nbffi_task_cancelled(nbffi_task_t *task);
  *
  * Answer once: a task that this runtime does not hold -- answered
  * already, or completed as closed when the runtime was orphaned -- is
- * refused with NBFFI_EALREADY and a log line, without reading or writing
- * the task's memory; nbffi_task_respond_owned then leaves data to the
- * caller, and free_cb is never called.
+ * refused with NBFFI_EALREADY, without reading or writing the task's
+ * memory, and counted in a line on stderr (the 1st, 10th, 100th...
+ * refusal of the process); nbffi_task_respond_owned then leaves data to
+ * the caller, and free_cb is never called.  The check is by address: a
+ * stale second answer after the host freed the task and the same address
+ * came back as another task held by a runtime would be taken as that
+ * task's answer.  A runtime must not answer twice; the check makes the
+ * usual mistakes harmless, not every one.
  */
 NBFFI_EXTERN int nbffi_task_respond(nbffi_task_t *task, int status,
     const void *data, size_t len);

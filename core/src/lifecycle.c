@@ -44,6 +44,7 @@ struct nbffi__bounded_s {
     int                    refs;
     int                    done;
     int                    abandoned;
+    int                    on_stack;    /* the caller's: no memory for one */
 
     nbffi_runtime_t       *rt;
     nbffi__bounded_fn      fn;
@@ -77,7 +78,7 @@ static void nbffi__set_closed(nbffi_runtime_t *rt);
 static nbffi_task_t *nbffi__life_task(nbffi_runtime_t *rt);
 static int nbffi__bounded_run(nbffi_runtime_t *rt, nbffi__bounded_fn fn,
     nbffi__bounded_fn late, int64_t deadline, int64_t grace,
-    nbffi__bounded_t **out);
+    nbffi__bounded_t *fallback, nbffi__bounded_t **out);
 static void *nbffi__bounded_main(void *arg);
 static void nbffi__bounded_unref(nbffi__bounded_t *call);
 static char *nbffi__strndup(const char *s, size_t len);
@@ -313,10 +314,10 @@ nbffi__start_main(void *arg)
     char               msg[NBFFI__ERR_MAX];
     nbffi_task_t      *task, *queued;
     nbffi_runtime_t   *rt = arg;
-    nbffi__bounded_t  *call;
+    nbffi__bounded_t  *call, fallback;
 
     returned = nbffi__bounded_run(rt, nbffi__start_call, nbffi__start_late,
-                                  rt->start_deadline, 0, &call);
+                                  rt->start_deadline, 0, &fallback, &call);
     if (returned) {
         status = call->status;
         (void) snprintf(msg, sizeof(msg), "%s", call->err);
@@ -415,6 +416,10 @@ nbffi__start_late(nbffi__bounded_t *call)
 
     if (call->status == 0) {
         nbffi__start_undo(call);
+
+    } else {
+        /* it failed, so it stopped what it started: the fd is free */
+        nbffi__queue_close_fd(&rt->q);
     }
 
     /* start_main counted it as an orphan of the host: no longer */
@@ -549,10 +554,11 @@ nbffi__stop_fini(nbffi_runtime_t *rt, char *why, size_t len)
 {
     int                stayed;
     unsigned           held;
-    nbffi__bounded_t  *call;
+    nbffi__bounded_t  *call, fallback;
 
     if (!nbffi__bounded_run(rt, nbffi__stop_call, nbffi__stop_late,
-                            rt->close_deadline, NBFFI__FINI_GRACE_NS, &call))
+                            rt->close_deadline, NBFFI__FINI_GRACE_NS,
+                            &fallback, &call))
     {
         held = nbffi__runtime_fail_held(rt);
         (void) snprintf(why, len, "fini did not return by the close "
@@ -748,27 +754,41 @@ nbffi__life_task(nbffi_runtime_t *rt)
 
 /*
  * Runs fn on a thread of its own and waits for it until deadline + grace
- * (deadline 0: no limit, fn then runs on this thread); fn sees deadline.
+ * (deadline 0: no limit, fn then runs on this thread; so it does, in
+ * fallback, when there is no memory for the call); fn sees deadline.
  * Returns 1 with *out, the call and its results, to unref; or 0 when the
  * time passed: the call goes on alone and runs late when fn returns.
  */
 static int
 nbffi__bounded_run(nbffi_runtime_t *rt, nbffi__bounded_fn fn,
     nbffi__bounded_fn late, int64_t deadline, int64_t grace,
-    nbffi__bounded_t **out)
+    nbffi__bounded_t *fallback, nbffi__bounded_t **out)
 {
     int                done;
     struct timespec    ts;
     nbffi__bounded_t  *call;
 
     call = calloc(1, sizeof(nbffi__bounded_t));
-    if (call == NULL
-        || pthread_mutex_init(&call->lock, NULL) != 0)
-    {
-        nbffi__abort_on(1, "out of memory for a bounded call");
+    if (call != NULL && pthread_mutex_init(&call->lock, NULL) != 0) {
+        free(call);
+        call = NULL;
     }
-    nbffi__abort_on(nbffi__cond_init_monotonic(&call->cond) != 0,
-                    "out of memory for a bounded call");
+    if (call != NULL && nbffi__cond_init_monotonic(&call->cond) != 0) {
+        (void) pthread_mutex_destroy(&call->lock);
+        free(call);
+        call = NULL;
+    }
+
+    if (call == NULL) {
+        /* no memory to bound it with: call it here, without a bound */
+        memset(fallback, 0, sizeof(nbffi__bounded_t));
+        fallback->on_stack = 1;
+        fallback->rt = rt;
+        fallback->deadline = deadline;
+        *out = fallback;
+        fn(fallback);
+        return 1;
+    }
 
     call->rt = rt;
     call->fn = fn;
@@ -843,6 +863,10 @@ nbffi__bounded_unref(nbffi__bounded_t *call)
 {
     int               last;
     nbffi_runtime_t  *rt;
+
+    if (call->on_stack) {
+        return;
+    }
 
     pthread_mutex_lock(&call->lock);
     last = (--call->refs == 0);
