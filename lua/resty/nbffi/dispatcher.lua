@@ -472,7 +472,8 @@ end
 
 -- Waits for rec's completion until its deadline: on the record's
 -- semaphore while the dispatcher runs, else by reaping every POLL
--- seconds, doubling to POLL_MAX.  Returns the semaphore's error if it cannot wait here at all.
+-- seconds, doubling to POLL_MAX.  Returns the semaphore's error if it
+-- cannot wait here at all.
 function _M.wait(rec)
     local poll = POLL
     while not rec.done and not rec.gone do
