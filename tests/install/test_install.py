@@ -430,7 +430,7 @@ def test_java_mvn_install(installed, nginx, tmp_path):
     shutil.copytree(REPO / "shims" / "java", src, ignore=SKIP_COPY)
     run(["mvn", "-q", "-B", "-Dstyle.color=never", "-Dmaven.test.skip=true",
          "install"], cwd=src)
-    jar = Path.home() / ".m2/repository/io/nbffi/nbffi/0.1.0/nbffi-0.1.0.jar"
+    jar = Path.home() / ".m2/repository/io/nbffi/nbffi/0.2.0/nbffi-0.2.0.jar"
     assert jar.exists()
 
     java = tmp_path / "Hello.java"

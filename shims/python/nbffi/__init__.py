@@ -13,4 +13,4 @@ from ._errors import STATUS_ERROR, STATUS_NO_METHOD, Error
 from ._handler import batch
 
 __all__ = ["Error", "STATUS_ERROR", "STATUS_NO_METHOD", "batch"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
