@@ -66,11 +66,14 @@ nbffi_go_minor() {
 # on PATH or in /usr/local/go; else installs golang-1.23-go from
 # bookworm-backports (Debian 12's own golang-go is 1.19) and lets it fetch
 # $NBFFI_GO_TOOLCHAIN from the Go module proxy (GOTOOLCHAIN, Go >= 1.21).
+# The way it takes is the one docs/install.md#toolchains describes.
 nbffi_go() {
     local g m root
     # no VCS stamp (a worktree's .git is a file); go.sum as committed
     export GOFLAGS="-buildvcs=false -mod=readonly"
+    # NBFFI_GO_FETCH=1: as on a stock Debian 12, ignore the Go at hand
     for g in "$(command -v go || true)" /usr/local/go/bin/go; do
+        [ -z "${NBFFI_GO_FETCH:-}" ] || break
         [ -n "$g" ] && [ -x "$g" ] || continue
         m=$(nbffi_go_minor "$g")
         if [ -n "$m" ] && [ "$m" -ge "$NBFFI_GO_MIN" ]; then
