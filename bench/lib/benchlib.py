@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO / "tests" / "nginx"))
 from harness import Nginx, build_dir, lua_module_lines  # noqa: E402
 
 LUA = REPO / "bench" / "lib" / "lua"
-JAR = REPO / "shims" / "java" / "target" / "nbffi-0.1.0.jar"
+JAR = REPO / "shims" / "java" / "target" / "nbffi-0.2.0.jar"
 PAYLOAD = 512                   # bytes, of /one and /plain
 THREAD_POOL = "nbbench"         # of the ngx.run_worker_thread vias
 

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	nbffi "nbffi.dev/shims/go"
-	"nbffi.dev/shims/go/internal/testhost"
+	"nbffi.dev/shims/go/nbffitest"
 )
 
 // The runtime library the tests load: the forwarder to this binary's shim.
@@ -173,7 +173,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	lib, err = testhost.BuildForwarder(dir)
+	lib, err = nbffitest.BuildForwarder(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -186,14 +186,14 @@ func TestMain(m *testing.M) {
 // env is a host with one runtime, checked for leaks when the test ends.
 type env struct {
 	t  *testing.T
-	h  *testhost.Host
-	rt *testhost.Runtime
+	h  *nbffitest.Host
+	rt *nbffitest.Runtime
 }
 
 func newEnv(t *testing.T, cfg string) *env {
 	t.Helper()
 	runtime.LockOSThread()
-	h, err := testhost.New()
+	h, err := nbffitest.New()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func newEnv(t *testing.T, cfg string) *env {
 	return e
 }
 
-func (e *env) load(cfg string) *testhost.Runtime {
+func (e *env) load(cfg string) *nbffitest.Runtime {
 	e.t.Helper()
 	rt, err := e.h.Load(lib, []byte(cfg))
 	if err != nil {
@@ -219,21 +219,13 @@ func (e *env) close() {
 		e.rt.Free()
 		e.expectClosed(e.rt)
 	}
-	// Completions of released tasks are freed by the reap.
-	for end := time.Now().Add(10 * time.Second); e.h.Live() > 0; {
-		if time.Now().After(end) {
-			e.t.Errorf("%d tasks never completed", e.h.Live())
-			break
-		}
-		e.h.Reap(100 * time.Millisecond)
-	}
-	if err := e.h.Free(); err != nil {
-		e.t.Errorf("host free: %v", err)
+	if err := e.h.Close(10 * time.Second); err != nil {
+		e.t.Errorf("host close: %v", err)
 	}
 	runtime.UnlockOSThread()
 }
 
-func (e *env) expectClosed(*testhost.Runtime) {
+func (e *env) expectClosed(*nbffitest.Runtime) {
 	select {
 	case <-closed:
 	case <-time.After(10 * time.Second):
@@ -579,7 +571,7 @@ func TestThousandsConcurrent(t *testing.T) {
 	crowdSize.Store(n)
 	crowdFull = make(chan struct{})
 
-	tasks := make([]*testhost.Task, n)
+	tasks := make([]*nbffitest.Task, n)
 	for i := range tasks {
 		var err error
 		tasks[i], err = e.h.Call(e.rt, "crowd", []byte(strconv.Itoa(i)), time.Minute)
@@ -605,7 +597,7 @@ func TestRuntimesWithOwnState(t *testing.T) {
 	e := newEnv(t, "")
 	a, b := e.load("a"), e.load("b")
 	for _, c := range []struct {
-		rt   *testhost.Runtime
+		rt   *nbffitest.Runtime
 		want string
 	}{{a, "a"}, {b, "b"}} {
 		_, reply, err := e.h.Do(c.rt, "cfg", nil, 0)
@@ -632,8 +624,8 @@ func TestInitFailure(t *testing.T) {
 		"panic": "panic in init hook: init exploded",
 	} {
 		_, err := e.h.Load(lib, []byte(cfg))
-		var te *testhost.Error
-		if !errors.As(err, &te) || te.Code != testhost.EINIT || !strings.Contains(te.Msg, want) {
+		var te *nbffitest.Error
+		if !errors.As(err, &te) || te.Code != nbffitest.EINIT || !strings.Contains(te.Msg, want) {
 			t.Errorf("load %q: %v", cfg, err)
 		}
 	}

@@ -34,10 +34,22 @@ t_run(struct t_seen *seen)
     assert_ptr_equal(seen->arg, seen);
 }
 
+/* The signals this process can block: all of them, read back. */
+static void
+t_blockable(sigset_t *can)
+{
+    sigset_t  all, old;
+
+    (void) sigfillset(&all);
+    assert_int_equal(pthread_sigmask(SIG_SETMASK, &all, &old), 0);
+    assert_int_equal(pthread_sigmask(SIG_SETMASK, &old, can), 0);
+}
+
 static void
 test_thread_blocks_host_signals(void **state)
 {
     int            i;
+    sigset_t       can;
     struct t_seen  seen;
     const int      blocked[] = { SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1,
                                  SIGUSR2, SIGCHLD, SIGPIPE, SIGALRM,
@@ -51,8 +63,13 @@ test_thread_blocks_host_signals(void **state)
         assert_int_equal(sigismember(&seen.mask, blocked[i]), 1);
     }
 
+    /* Every real-time signal a thread can block at all: qemu-user keeps
+     * a few for itself, and a guest cannot block those (suite-aarch64). */
+    t_blockable(&can);
     for (i = SIGRTMIN; i <= SIGRTMAX; i++) {
-        assert_int_equal(sigismember(&seen.mask, i), 1);
+        if (sigismember(&can, i)) {
+            assert_int_equal(sigismember(&seen.mask, i), 1);
+        }
     }
 }
 

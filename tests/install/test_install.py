@@ -24,8 +24,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "nginx"))
 
+sys.path.insert(0, str(REPO / "tests" / "docs"))
+
+from docblocks import (DocNginx, doc_block, doc_block_after,  # noqa: E402
+                       expected_requests, run_doc_nginx, running)
 from gohelp import GO  # noqa: E402
-from harness import Nginx, lua_module_lines  # noqa: E402
+from harness import lua_module_lines  # noqa: E402
 
 
 def _nginx_fixtures():
@@ -94,15 +98,6 @@ def installed(tmp_path_factory):
 def nbffi_build(installed):
     """Replaces the nginx fixtures' repo build: this build dir."""
     return installed.build
-
-
-def doc_block(doc, name):
-    """The fenced code block of docs/<doc> whose first line names name."""
-    text = (REPO / "docs" / doc).read_text()
-    for m in re.finditer(r"^```[^\n]*\n(.*?)^```", text, re.S | re.M):
-        if name in m.group(1).split("\n", 1)[0]:
-            return m.group(1)
-    raise AssertionError(f"no code block for {name} in docs/{doc}")
 
 
 def mapped(pid):
@@ -198,6 +193,11 @@ def test_nginx_from_prefix(installed, nginx, balanced, tmp_path):
          "-o", rtdir / "libhello.so", src,
          *pkg_config(installed, "--cflags", "--libs")])
 
+    # docs/runtime-c.md's own nginx.conf, with /srv/nbffi = rtdir
+    run_doc_nginx(tmp_path / "doc", doc_block_after(
+        "runtime-c.md", "include /etc/nginx/modules-enabled"),
+        [*install_subs(installed), ("/srv/nbffi", rtdir)])
+
     ngx = nginx(server=HELLO_C, lua_path=[installed.lua_path],
                 env={"NBFFI_LIB": str(installed.libdir / "libnbffi.so"),
                      "RT_DIR": str(rtdir)})
@@ -213,47 +213,111 @@ def test_nginx_from_prefix(installed, nginx, balanced, tmp_path):
     balanced(ngx, workers=1)
 
 
-class GuideNginx(Nginx):
-    """nginx with docs/guide-nginx.md's nginx.conf, its /usr/local paths
-    pointed at the install (plus what running under a test needs: the
-    foreground, a free port, the prefix's pid file)."""
-
-    def __init__(self, prefix, install):
-        super().__init__(prefix, env={
-            "NBFFI_LIB": str(install.libdir / "libnbffi.so")})
-        self.install = install
-
-    def write_conf(self):
-        text = doc_block("guide-nginx.md", "user www-data;")
-        local = self.install.prefix
-        text = (text
-                .replace("/usr/local/lib/x86_64-linux-gnu",
-                         str(self.install.libdir))
-                .replace("/usr/local/share", str(local / "share"))
-                .replace("listen 127.0.0.1:8080;",
-                         f"listen 127.0.0.1:{self.port};")
-                .replace("worker_processes auto;", "worker_processes 1;")
-                .replace("include /etc/nginx/modules-enabled/*.conf;",
-                         lua_module_lines()))
-        if os.geteuid() == 0:       # the test's files are root's alone
-            text = text.replace("user www-data;", "user root;")
-        text = f"daemon off;\npid {self.prefix}/logs/nginx.pid;\n{text}"
-        for d in ("conf", "logs"):
-            (self.prefix / d).mkdir(parents=True, exist_ok=True)
-        (self.prefix / "conf" / "nginx.conf").write_text(text)
+def install_subs(install):
+    """The /usr/local of the docs' nginx.conf files -> the install."""
+    return [("/usr/local/lib/x86_64-linux-gnu", install.libdir),
+            ("/usr/local/share", install.prefix / "share")]
 
 
 def test_guide_nginx_conf(installed, tmp_path):
     """docs/guide-nginx.md's complete nginx.conf, on the install."""
-    ngx = GuideNginx(tmp_path / "guide", installed).start()
-    try:
-        r = ngx.get("/upper?s=abc")
-        assert (r.status, r.text) == (200, "ABC\n"), ngx.error_log()[-2000:]
+    block = doc_block_after("guide-nginx.md", "user www-data;")
+    ngx = DocNginx(tmp_path / "guide", block.text, install_subs(installed))
+    with running(ngx):
+        check_requests(ngx, expected_requests(block.after))
         assert_loaded_from(ngx, {"libnbffi.so": installed.libdir,
                                  "libecho.so": installed.rtdir})
-    finally:
-        assert ngx.quit(), "nginx needed SIGKILL after QUIT"
-    assert not ngx.bad_lines(), ngx.bad_lines()
+
+
+def check_requests(ngx, wants):
+    assert wants, "the doc shows no `curl ...` → `...` line"
+    for path, want in wants:
+        r = ngx.get(path)
+        assert (r.status, r.text) == (200, want + "\n"), \
+            ngx.error_log()[-2000:]
+
+
+def test_guide_debian_layout(installed, tmp_path):
+    """guide-nginx.md's three edits of Debian's /etc/nginx, in a copy of
+    the stock /etc/nginx: the env line in nginx.conf's main context,
+    conf.d/nbffi.conf, sites-enabled/nbffi; the stock default site off."""
+    stock = Path("/etc/nginx")
+    if not (stock / "nginx.conf").exists() or \
+            not (stock / "modules-enabled").is_dir():
+        pytest.skip("no Debian /etc/nginx here")
+    etc = tmp_path / "etc"
+    shutil.copytree(stock, etc, symlinks=False)
+    for f in (etc / "sites-enabled").iterdir():
+        f.unlink()
+    conf = (etc / "nginx.conf").read_text()
+    env_line = doc_block("guide-nginx.md", "# nbffi: workers keep only")
+    # next to the modules-enabled include, in the main context
+    inc = "include /etc/nginx/modules-enabled/*.conf;"
+    assert inc in conf
+    conf = conf.replace(inc, inc + "\n" + env_line)
+    (etc / "conf.d" / "nbffi.conf").write_text(
+        doc_block("guide-nginx.md", "# nbffi: the module"))
+    (etc / "sites-available" / "nbffi").write_text(
+        doc_block_after("guide-nginx.md", "server {").text)
+    (etc / "sites-enabled" / "nbffi").symlink_to(
+        etc / "sites-available" / "nbffi")
+    # the machine's own paths -> the test's
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for f in [etc / "nginx.conf", etc / "conf.d" / "nbffi.conf",
+              etc / "sites-available" / "nbffi",
+              *(etc / "modules-enabled").iterdir()]:
+        text = conf if f.name == "nginx.conf" else f.read_text()
+        text = (text.replace("/etc/nginx", str(etc))
+                .replace("/var/log/nginx", str(logs))
+                .replace("/run/nginx.pid", str(logs / "nginx.pid"))
+                .replace("load_module modules/",
+                         "load_module /usr/lib/nginx/modules/"))
+        f.unlink()
+        f.write_text(text)
+    ngx = DebianNginx(tmp_path / "prefix", etc, install_subs(installed))
+    with running(ngx):
+        check_requests(ngx, expected_requests(
+            doc_block_after("guide-nginx.md", "server {").after))
+        assert_loaded_from(ngx, {"libnbffi.so": installed.libdir,
+                                 "libecho.so": installed.rtdir})
+
+
+class DebianNginx(DocNginx):
+    """nginx -c <copy of /etc/nginx>/nginx.conf: the config is the copy's,
+    with the install's paths and the test's port, user, pid and logs."""
+
+    def __init__(self, prefix, etc, subs):
+        super().__init__(prefix, "", subs)
+        self.etc = etc
+
+    def write_conf(self):
+        site = self.etc / "sites-available" / "nbffi"
+        text = site.read_text()
+        for old, new in self.subs:
+            text = text.replace(old, str(new))
+        site.write_text(text.replace("listen 127.0.0.1:8080;",
+                                     f"listen 127.0.0.1:{self.port};"))
+        nbffi = self.etc / "conf.d" / "nbffi.conf"
+        text = nbffi.read_text()
+        for old, new in self.subs:
+            text = text.replace(old, str(new))
+        nbffi.write_text(text)
+        main = self.etc / "nginx.conf"
+        text = main.read_text()
+        for old, new in self.subs:
+            text = text.replace(old, str(new))
+        if os.geteuid() == 0:
+            text = text.replace("user www-data;", "user root;")
+        text = re.sub(r"^worker_processes .*;", "worker_processes 1;", text,
+                      flags=re.M)
+        if not text.startswith("daemon off;"):
+            text = (f"daemon off;\nerror_log {self.prefix}/logs/error.log"
+                    f" info;\n{text}")
+        main.write_text(text)
+        for d in ("conf", "logs"):
+            (self.prefix / d).mkdir(parents=True, exist_ok=True)
+        (self.prefix / "conf" / "nginx.conf").write_text(text)
 
 
 # ---- LuaRocks -------------------------------------------------------------
@@ -270,19 +334,31 @@ location = /t {
 """
 
 
-def test_luarocks(nginx, tmp_path):
-    """`luarocks make` of the rockspec, then libnbffi found through
-    lua_package_cpath (no NBFFI_LIB), as the rock lays it out."""
+@pytest.mark.parametrize("where", ["tree", "local"])
+def test_luarocks(where, nginx, tmp_path):
+    """`luarocks make` of the rockspec into a tree (--tree) or a user's
+    own tree (--local: ~/.luarocks, as a user without root does), then
+    libnbffi found through lua_package_cpath (no NBFFI_LIB), as the rock
+    lays it out."""
     if shutil.which("luarocks") is None:
         pytest.skip("luarocks is not installed")
-    src, tree = tmp_path / "src", tmp_path / "tree"
+    src, home = tmp_path / "src", tmp_path / "home"
+    home.mkdir()
     shutil.copytree(REPO, src, ignore=SKIP_COPY)
     [spec] = src.glob("*.rockspec")
+    env = {**os.environ, "HOME": str(home)}
+    if where == "tree":
+        tree = tmp_path / "tree"
+        flag = f"--tree={tree}"
+    else:
+        tree = home / ".luarocks"
+        flag = "--local"
     run(["luarocks", "--lua-version=5.1", "lint", spec])
-    run(["luarocks", "--lua-version=5.1", f"--tree={tree}", "make", spec],
-        cwd=src)
-    rock = Path(run(["luarocks", "--lua-version=5.1", f"--tree={tree}",
-                     "show", "--rock-dir", "lua-resty-nbffi"]).strip())
+    run(["luarocks", "--lua-version=5.1", flag, "make", spec], cwd=src,
+        env=env)
+    rock = Path(run(["luarocks", "--lua-version=5.1", flag, "show",
+                     "--rock-dir", "lua-resty-nbffi"], env=env).strip())
+    assert rock.is_relative_to(tree), rock
     cpath = tree / "lib" / "lua" / "5.1"
 
     ngx = nginx(server=ROCK, lua_path=[tree / LUA / "?.lua"],
@@ -338,18 +414,32 @@ def test_python_from_prefix(installed, nginx, tmp_path):
         str(installed.rtdir / "nbffi" / "__init__.py")]
     assert_loaded_from(ngx, {"libnbffi.so": installed.libdir,
                              "libnbffi_python.so": installed.rtdir})
+    # docs/runtime-python.md's own nginx.conf, with /srv/app = app
+    run_doc_nginx(tmp_path / "doc", doc_block_after(
+        "runtime-python.md", "include /etc/nginx/modules-enabled"),
+        [*install_subs(installed), ("/srv/app", app)])
+
+
+def git_status(path):
+    return run(["git", "status", "--porcelain", "--ignored", "--", path],
+               cwd=REPO)
 
 
 def test_pip_install(tmp_path):
-    """pip installs the package into a venv; docs/runtime-python.md's test
-    passes there with nbffi.testing."""
-    src = tmp_path / "src"
-    shutil.copytree(REPO / "shims" / "python", src, ignore=SKIP_COPY)
+    """pip installs the package from the clone into a venv, leaving no
+    file in the clone (an out-of-tree build); py.typed comes along;
+    docs/runtime-python.md's test passes there with nbffi.testing."""
+    src = REPO / "shims" / "python"
+    before = git_status(src)
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", venv])
     py = venv / "bin" / "python"
     run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check",
          src])
+    assert git_status(src) == before, "pip install left files in the clone"
+    site = next(venv.glob("lib/python3*/site-packages/nbffi"))
+    assert (site / "py.typed").exists()
+    assert not (site / "meson.build").exists()
     app = tmp_path / "app"
     app.mkdir()
     (app / "hello.py").write_text(doc_block("runtime-python.md", "hello.py"))
@@ -401,6 +491,17 @@ def test_go_module_outside_tree(installed, nginx, tmp_path):
                                    "runtime error 400: empty name"]
     assert_loaded_from(ngx, {"libnbffi.so": installed.libdir,
                              "libhello.so": tmp_path})
+    # docs/runtime-go.md's own nginx.conf, with /srv/nbffi = tmp_path
+    run_doc_nginx(tmp_path / "doc", doc_block_after(
+        "runtime-go.md", "include /etc/nginx/modules-enabled"),
+        [*install_subs(installed), ("/srv/nbffi", tmp_path)])
+
+    # the doc's go test of the handlers, with nbffitest
+    (mod / "hello_test.go").write_text(
+        doc_block("runtime-go.md", "hello_test.go"))
+    env["LD_LIBRARY_PATH"] = str(installed.libdir)
+    out = run([GO, "test", "-count=1", "-v", "./..."], cwd=mod, env=env)
+    assert "--- PASS: TestHello" in out, out
 
 
 # ---- Java -----------------------------------------------------------------
@@ -431,14 +532,24 @@ def test_java_mvn_install(installed, nginx, tmp_path):
     shutil.copytree(REPO / "shims" / "java", src, ignore=SKIP_COPY)
     run(["mvn", "-q", "-B", "-Dstyle.color=never", "-Dmaven.test.skip=true",
          "install"], cwd=src)
-    jar = Path.home() / ".m2/repository/io/nbffi/nbffi/0.1.0/nbffi-0.1.0.jar"
+    jar = Path.home() / ".m2/repository/io/nbffi/nbffi/0.2.0/nbffi-0.2.0.jar"
     assert jar.exists()
 
-    java = tmp_path / "Hello.java"
-    java.write_text(doc_block("runtime-java.md", "Hello.java"))
-    classes = tmp_path / "classes"
-    run(["javac", "-Xlint:all", "-Werror", "--release", "17", "-cp", jar,
-         "-d", classes, java])
+    # docs/runtime-java.md's Maven project: its pom, handler and JUnit test
+    # (io.nbffi.TestRuntime), built by this machine's Maven
+    app = tmp_path / "app"
+    (app / "src/main/java/demo").mkdir(parents=True)
+    (app / "src/test/java/demo").mkdir(parents=True)
+    (app / "pom.xml").write_text(doc_block("runtime-java.md", "<?xml"))
+    (app / "src/main/java/demo/Hello.java").write_text(
+        doc_block("runtime-java.md", "Hello.java"))
+    (app / "src/test/java/demo/HelloTest.java").write_text(
+        doc_block("runtime-java.md", "HelloTest.java"))
+    run(["mvn", "-q", "-B", "-Dstyle.color=never", "package"], cwd=app)
+    report = app / "target/surefire-reports/demo.HelloTest.txt"
+    assert "Tests run: 1, Failures: 0, Errors: 0" in report.read_text()
+    classes = app / "target" / "classes"
+
     # user code only: the installed runtime brings the nbffi jar beside it
     cfg = f"class=demo.Hello\nclasspath={classes}\narg.greeting=hi\n"
     ngx = nginx(server=JAVA_LOC, lua_path=[installed.lua_path],
@@ -451,3 +562,8 @@ def test_java_mvn_install(installed, nginx, tmp_path):
                                    "runtime error 400: empty name"]
     assert_loaded_from(ngx, {"libnbffi.so": installed.libdir,
                              "libnbffi_java.so": installed.rtdir})
+    # docs/runtime-java.md's own nginx.conf, /srv/app = the Maven project
+    run_doc_nginx(tmp_path / "doc", doc_block_after(
+        "runtime-java.md", "include /etc/nginx/modules-enabled"),
+        [*install_subs(installed), ("/srv/app", app),
+         ("/root/.m2", Path.home() / ".m2")], timeout=60)

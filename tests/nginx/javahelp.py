@@ -3,6 +3,7 @@ nbffi.jar beside it from the meson build, the test handlers from Maven
 (shims/java), and an nginx fixture whose worker starts a JVM with
 -Xcheck:jni."""
 
+import os
 import re
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 from harness import REPO
 
 SHIM = REPO / "shims" / "java"
-JAR = SHIM / "target" / "nbffi-0.1.0.jar"
+JAR = SHIM / "target" / "nbffi-0.2.0.jar"
 TEST_CLASSES = SHIM / "target" / "test-classes"
 # What -Xcheck:jni reports while a runtime lives (through the host log).
 # Its periodic signal check may also report "handler modified" on stderr
@@ -40,7 +41,10 @@ location = /call {
 
 
 def newer_jdk():
-    """A JDK with virtual threads (21+) under /usr/lib/jvm or /opt."""
+    """A Java 21+ (virtual threads): $NBFFI_JDK21 (scripts/lib.sh sets it),
+    else a JDK under /usr/lib/jvm or /opt."""
+    if os.environ.get("NBFFI_JDK21"):
+        return Path(os.environ["NBFFI_JDK21"])
     for d in sorted([*Path("/usr/lib/jvm").glob("*"), *Path("/opt").glob("*")]):
         java = d / "bin" / "java"
         if not java.exists():

@@ -153,7 +153,7 @@ def _java(build):
         raise Unavailable("the Java shim has not landed "
                           "(shims/java/README.md)")
     lib = build / "shims" / "java" / "libnbffi_java.so"
-    jar = shim / "target" / "nbffi-0.1.0.jar"
+    jar = shim / "target" / "nbffi-0.2.0.jar"
     if not lib.exists():
         raise Unavailable(f"{lib} is not built (needs a JDK)")
     if not jar.exists():

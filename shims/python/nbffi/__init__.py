@@ -14,4 +14,4 @@ from ._handler import batch
 
 __all__ = ["Error", "Interrupted", "STATUS_ERROR", "STATUS_NO_METHOD",
            "batch"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

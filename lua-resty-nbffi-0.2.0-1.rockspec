@@ -1,6 +1,6 @@
 -- LuaRocks package of the Lua module and libnbffi (docs/install.md).
 --
---   luarocks make lua-resty-nbffi-0.1.0-1.rockspec      (from a clone)
+--   luarocks make lua-resty-nbffi-0.2.0-1.rockspec      (from a clone)
 --
 -- Needs meson, ninja and a C compiler.  The rock's tree gets
 -- resty/nbffi.lua (its Lua dir) and libnbffi.so (its C module dir, one of
@@ -10,11 +10,11 @@
 -- apart from the lib/ and lua/ that LuaRocks deploys into the tree.
 rockspec_format = "3.0"
 package = "lua-resty-nbffi"
-version = "0.1.0-1"
+version = "0.2.0-1"
 
 source = {
    url = "git+https://github.com/nbffi/nbffi.git",
-   tag = "v0.1.0",
+   tag = "v0.2.0",
 }
 
 description = {

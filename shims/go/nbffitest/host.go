@@ -1,15 +1,9 @@
-// Package testhost drives the host half of libnbffi from Go, for the tests
-// of the shim: it loads the shim (linked into the test binary) through the
-// core's loader and posts, waits for and reaps tasks like a host would.
-//
-// Every method must run on the host's thread: tests call
-// runtime.LockOSThread before New and stay on that goroutine.
-package testhost
+package nbffitest
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../../../../core/include
-#cgo LDFLAGS: -L${SRCDIR}/../../../../build/core -lnbffi
-#cgo LDFLAGS: -Wl,-rpath,${SRCDIR}/../../../../build/core
+#cgo CFLAGS: -I${SRCDIR}/../../../core/include
+#cgo LDFLAGS: -L${SRCDIR}/../../../build/core -lnbffi
+#cgo LDFLAGS: -Wl,-rpath,${SRCDIR}/../../../build/core
 // the shim's C entry point (fini.c) in the dynamic symbol table of the
 // test binary, where testdata/fwd.c finds it
 #cgo LDFLAGS: -rdynamic
@@ -111,6 +105,18 @@ func (h *Host) Free() error {
 		return codeErr(rc, "")
 	}
 	return nil
+}
+
+// Close reaps until every task posted from h is freed (released tasks are
+// freed when their completion is reaped), for at most wait, then frees h.
+func (h *Host) Close(wait time.Duration) error {
+	for end := time.Now().Add(wait); h.Live() > 0; {
+		if time.Now().After(end) {
+			return fmt.Errorf("%d tasks never completed", h.Live())
+		}
+		h.Reap(100 * time.Millisecond)
+	}
+	return h.Free()
 }
 
 // Live is the number of tasks posted from h and not yet freed.
@@ -261,7 +267,7 @@ func (h *Host) Call(r *Runtime, method string, payload []byte,
 }
 
 // ErrWait is returned when a wait ran out of time.
-var ErrWait = errors.New("testhost: no completion in time")
+var ErrWait = errors.New("nbffitest: no completion in time")
 
 // Reap waits up to wait for completions and returns how many it reaped.
 func (h *Host) Reap(wait time.Duration) int {
