@@ -107,6 +107,7 @@ typedef struct {
     uint64_t            tick_ns;
     uint64_t            beat_ns;
     uint64_t            suspect_ns;     /* heartbeat age that starts sampling */
+    uint64_t            check_ns;       /* the watchdog's look, no stall */
     int                 depth;
     pid_t               pid;
     pid_t               tid;            /* the loop thread */
@@ -420,7 +421,7 @@ stall_watchdog(void *arg)
 
     for ( ;; ) {
         state = atomic_load_explicit(&st.state, memory_order_acquire);
-        step = state == STALL_SUSPECT ? st.tick_ns : st.beat_ns;
+        step = state == STALL_SUSPECT ? st.tick_ns : st.check_ns;
 
         (void) clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_nsec += (long) (step % 1000000000u);
@@ -773,6 +774,9 @@ nbffi_stall_beat(void)
 
     state = atomic_load_explicit(&st.state, memory_order_acquire);
 
+    if (state == STALL_DONE) {
+        return 1;           /* not collected by the beat that ended it */
+    }
     if (state != STALL_SUSPECT) {
         return 0;
     }
@@ -956,6 +960,11 @@ nbffi_stall_lua_start(lua_State *L)
     /* Late heartbeats start sampling halfway to the threshold, so that a
      * stall just over it still gets samples. */
     st.suspect_ns = st.beat_ns + st.threshold_ns / 2;
+
+    /* No stall: a look every quarter threshold starts sampling between
+     * half and three quarters of it; fewer looks cost less CPU. */
+    st.check_ns = st.threshold_ns / 4 > st.beat_ns ? st.threshold_ns / 4
+                                                   : st.beat_ns;
 
     lua_pushvalue(L, 5);
     if (lua_getinfo(L, ">S", &ar) == 0) {

@@ -2,10 +2,10 @@
 --
 -- One line in init_worker_by_lua* turns it on:
 --     require("resty.nbffi.stall").start()
--- A heartbeat timer beats every threshold/10 (at most 10 ms); libnbffi_stall's
--- watchdog thread sees it go late, has LuaJIT's profiler take backtraces
--- until it beats again, and times the loop thread's CPU against the wall
--- clock.  Each stall is logged (one summary line, then the top backtraces)
+-- A light thread beats a heartbeat every threshold/10 (at most 10 ms);
+-- libnbffi_stall's watchdog thread sees it go late, has LuaJIT's profiler
+-- take backtraces until it beats again, and times the loop thread's CPU
+-- against the wall clock.  Each stall is logged (one summary line, then the top backtraces)
 -- and kept; stall.recent() returns the last ones as tables.  It does not
 -- need libnbffi: only LuaJIT, lua-nginx-module and libnbffi_stall.
 
@@ -17,6 +17,8 @@ local ngx_now = ngx.now
 local update_time = ngx.update_time
 local get_phase = ngx.get_phase
 local timer_at = ngx.timer.at
+local ngx_sleep = ngx.sleep
+local worker_exiting = ngx.worker.exiting
 local worker_pid = ngx.worker.pid
 local ERR = ngx.ERR
 local WARN = ngx.WARN
@@ -48,6 +50,7 @@ local ABI = 1                   -- NBFFI_STALL_ABI this file speaks
 local MIN_THRESHOLD = 0.01      -- s
 local MAX_BEAT = 0.01           -- s between heartbeats, at most
 local MIN_BEAT = 0.001
+local EXIT_KICK = 365 * 86400   -- s: a timer that only fires at worker exit
 local LOG_LINE_MAX = 1800       -- bytes of frames in one error.log line
                                 -- (nginx cuts an entry at 2048)
 
@@ -120,9 +123,10 @@ local c_start, c_stop           -- its Lua C functions
 local closers = {}              -- luacheck: no unused
 
 local running = false
-local gen = 0                   -- heartbeat chains of older starts stop
+local gen = 0                   -- heartbeats of older starts stop
 local cfg                       -- options in force
 local period                    -- s between heartbeats
+local kicked = false            -- the exit kick timer is armed
 local kept = {}                 -- reports, oldest first
 
 local report_buf = ffi_new("nbffi_stall_report_t")
@@ -325,8 +329,6 @@ end
 
 -- ---- heartbeat ------------------------------------------------------------
 
-local beat
-
 local function stop_running()
     if running then
         running = false
@@ -336,36 +338,44 @@ local function stop_running()
 end
 
 
--- The timer callback.  It calls C first: the C side knows this function
--- (by its source and line) and drops a sample taken in it, as one taken
--- after its stall ended.
-beat = function(premature, g)
-    local ready = C.nbffi_stall_beat()
-
-    if g ~= gen then
-        return
-    end
-
-    if premature then
-        -- The worker is exiting: timers stop, so must the watchdog.
-        stop_running()
-        return
-    end
-
-    local ok, err = timer_at(period, beat, g)
+local function collect_ready()
+    local ok, err = pcall(collect)
+    C.nbffi_stall_release()
     if not ok then
-        ngx_log(ERR, "stall: cannot arm the heartbeat timer: ", err,
-                "; detector stopped")
-        stop_running()
+        ngx_log(ERR, "stall: report failed: ", err)
+    end
+end
+
+
+-- The heartbeat: one light thread in a timer that sleeps and beats (a
+-- sleep costs a timer event and a resume; a timer per beat would cost a
+-- fake request each).  The C side knows this function (by its source and
+-- line) and drops a sample taken in it, as one taken after its stall
+-- ended: right after a sleep, this function is what runs first.
+local function heartbeat(premature, g)
+    if premature then
         return
     end
-
-    if ready == 1 then
-        local ok2, err2 = pcall(collect)
-        C.nbffi_stall_release()
-        if not ok2 then
-            ngx_log(ERR, "stall: report failed: ", err2)
+    while g == gen do
+        if worker_exiting() then
+            -- Old workers serve on after a reload, but no more beats.
+            stop_running()
+            return
         end
+        if C.nbffi_stall_beat() == 1 then
+            collect_ready()
+        end
+        ngx_sleep(period)
+    end
+end
+
+
+-- ngx.sleep events are not cancelled at worker exit: the loop above sees
+-- ngx.worker.exiting() within a beat.  This kick stops the detector at
+-- once when the worker exits (timers get premature = true).
+local function exit_kick(premature)
+    if premature then
+        stop_running()
     end
 end
 
@@ -433,16 +443,20 @@ function _M.start(opts)
     period = math_max(MIN_BEAT, math_min(MAX_BEAT, o.threshold / 10))
 
     ok, err = c_start(o.threshold * 1e6, o.interval * 1e6, period * 1e6,
-                      o.depth, beat)
+                      o.depth, heartbeat)
     if not ok then
         return nil, "stall: " .. err
     end
 
     gen = gen + 1
-    ok, err = timer_at(period, beat, gen)
+    ok, err = timer_at(0, heartbeat, gen)
+    if ok and not kicked then
+        ok, err = timer_at(EXIT_KICK, exit_kick)
+        kicked = ok
+    end
     if not ok then
         c_stop()
-        return nil, "stall: cannot arm the heartbeat timer: " .. err
+        return nil, "stall: cannot start the heartbeat timer: " .. err
     end
 
     running = true
