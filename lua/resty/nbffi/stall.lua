@@ -5,9 +5,10 @@
 -- A light thread beats a heartbeat every threshold/10 (at most 10 ms);
 -- libnbffi_stall's watchdog thread sees it go late, has LuaJIT's profiler
 -- take backtraces until it beats again, and times the loop thread's CPU
--- against the wall clock.  Each stall is logged (one summary line, then the top backtraces)
--- and kept; stall.recent() returns the last ones as tables.  It does not
--- need libnbffi: only LuaJIT, lua-nginx-module and libnbffi_stall.
+-- against the wall clock.  Each stall is logged (one summary line, then
+-- the top backtraces) and kept; stall.recent() returns the last ones as
+-- tables.  It does not need libnbffi: only LuaJIT, lua-nginx-module and
+-- libnbffi_stall.  docs/stall.md says more.
 
 local ffi = require "ffi"
 
