@@ -60,14 +60,17 @@ def stall_lib(nbffi_build):
 def stall_nginx(nginx, stall_lib):
     """nginx(**kw) with the detector started in init_worker: start= is the
     Lua table of options (threshold 50 ms by default), jit= "on" or "off"
-    (forced before the start: off also flushes compiled code)."""
-    def start(start="{ threshold = 0.05 }", jit="on", server=SERVER, **kw):
+    (forced before the start: off also flushes compiled code),
+    init_worker_extra= Lua run after the start."""
+    def start(start="{ threshold = 0.05 }", jit="on", server=SERVER,
+              init_worker_extra="", lua_path=(), env=None, **kw):
         flush = "jit.flush()" if jit == "off" else ""
         init_worker = (f"jit.{jit}() {flush}\n"
-                       f'assert(require("resty.nbffi.stall").start({start}))')
+                       f'assert(require("resty.nbffi.stall").start({start}))'
+                       f"\n{init_worker_extra}")
         return nginx(init_worker=init_worker, server=server,
-                     env={"NBFFI_STALL_LIB": str(stall_lib)},
-                     lua_path=[HERE / "lua" / "?.lua"], **kw)
+                     env={"NBFFI_STALL_LIB": str(stall_lib), **(env or {})},
+                     lua_path=[HERE / "lua" / "?.lua", *lua_path], **kw)
     return start
 
 

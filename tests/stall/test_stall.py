@@ -73,7 +73,8 @@ def test_blocking_call_named_by_its_lua_caller(stall_nginx, kind):
     assert top["where"] in (where(kind), f"{WORK}:{line_of(kind) + 1}"), \
         blocked
     assert blocked["wait_ms"] > blocked["cpu_ms"], blocked
-    # Its wait was not cut short: asked while asleep, no signal reached it.
+    # Asked while the loop slept, from the watchdog: no signal to cut the
+    # call short.
     assert status(ngx)["stats"]["wakes"] > 0
 
 
