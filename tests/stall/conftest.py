@@ -29,7 +29,7 @@ SERVER = """
         location = /stalls {
             content_by_lua_block { require("stallwork").status() }
         }
-        location ~ ^/(spin|nap|shell|timer|on|off)$ {
+        location ~ ^/(spin|nap|shell|slurp|timer|on|off)$ {
             content_by_lua_block { require("stallwork").run(ngx.var[1]) }
         }
 """

@@ -1,9 +1,12 @@
 """The stall detector in a real nginx: what it names, and when it stays
 quiet.  Threshold 50 ms; the stalls made here last 200-400 ms."""
 
+import os
 import re
 import shutil
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -76,6 +79,33 @@ def test_blocking_call_named_by_its_lua_caller(stall_nginx, kind):
     # Asked while the loop slept, from the watchdog: no signal to cut the
     # call short.
     assert status(ngx)["stats"]["wakes"] > 0
+
+
+def test_blocking_read_named_by_its_lua_caller(stall_nginx, tmp_path):
+    """io.open + read on a FIFO: the worker sleeps in read() until this
+    test, which opens the other end once the worker has opened its own,
+    writes and closes 300 ms later."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    os.chmod(tmp_path, 0o755)       # for a worker that is not root
+    os.chmod(fifo, 0o666)
+    ngx = stall_nginx()
+    uri = f"/slurp?path={fifo}"
+
+    replies = []
+    client = threading.Thread(target=lambda: replies.append(ngx.get(uri)))
+    client.start()
+    with open(fifo, "w") as w:      # returns once the worker opened it
+        time.sleep(0.3)             # the slow file: not a synchronisation
+        w.write("late data")
+    client.join()
+    assert replies[0].status == 200
+
+    s = the_stall(ngx, uri)
+    assert s["wait_ms"] > s["cpu_ms"], s
+    top = heaviest(s, "wait_ms")["frames"][0]
+    assert top["name"] == "slurp", top
+    assert top["where"] in (where("slurp"), f"{WORK}:{line_of('slurp') + 1}")
 
 
 def test_timer_stall_named_by_its_callback(stall_nginx):

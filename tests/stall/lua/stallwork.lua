@@ -47,6 +47,15 @@ function _M.shell(seconds)
 end
 
 
+-- Another: a read from a pipe nobody writes to yet (a slow file).
+function _M.slurp(path)
+    local f = assert(io.open(path, "r"))
+    local data = f:read("*a")                           -- @slurp
+    f:close()
+    return data
+end
+
+
 function _M.timer_job(premature, ms)                    -- @timer_job
     if premature then
         return
@@ -65,6 +74,8 @@ function _M.run(kind)
         _M.nap(ms)
     elseif kind == "shell" then
         _M.shell(ms / 1000)
+    elseif kind == "slurp" then
+        _M.slurp(args.path)
     elseif kind == "timer" then
         assert(ngx.timer.at(0, _M.timer_job, ms))
     elseif kind == "on" then
