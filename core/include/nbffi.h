@@ -183,6 +183,14 @@ NBFFI_EXTERN int64_t nbffi_now_ns(void);
 NBFFI_EXTERN int nbffi_thread_create(void *thread /* pthread_t * */,
     void *(*fn)(void *), void *arg);
 
+/*
+ * Any thread.  pthread_join() until deadline_ns (nbffi_now_ns clock; 0:
+ * no limit): 0 once thread ended (and was joined), NBFFI_ETIMEDOUT if it
+ * had not by then (it is still joinable).  For a runtime's fini.
+ */
+NBFFI_EXTERN int nbffi_thread_join(void *thread /* pthread_t * */,
+    int64_t deadline_ns);
+
 /* Sizes of the opaque types, for binding writers. */
 NBFFI_EXTERN size_t nbffi_host_size(void);
 NBFFI_EXTERN size_t nbffi_task_size(void);

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <time.h>
 
 #include "nbffi_int.h"
 
@@ -54,4 +55,37 @@ nbffi__thread_detached(void *(*fn)(void *), void *arg)
     }
 
     return rc;
+}
+
+
+int
+nbffi_thread_join(void *thread, int64_t deadline_ns)
+{
+    int64_t          left;
+    struct timespec  ts;
+
+    if (thread == NULL) {
+        return NBFFI_EINVAL;
+    }
+
+    if (deadline_ns == 0) {
+        return -pthread_join(*(pthread_t *) thread, NULL);
+    }
+
+    /* pthread_timedjoin_np waits on the wall clock: convert */
+    left = deadline_ns - nbffi_now_ns();
+    if (left < 0) {
+        left = 0;
+    }
+
+    (void) clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += left / 1000000000;
+    ts.tv_nsec += left % 1000000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+
+    return pthread_timedjoin_np(*(pthread_t *) thread, NULL, &ts) == 0
+           ? 0 : NBFFI_ETIMEDOUT;
 }

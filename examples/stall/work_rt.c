@@ -39,18 +39,14 @@ typedef struct {
 
 NBFFI_EXTERN unsigned nbffi_runtime_abi(void);
 NBFFI_EXTERN int nbffi_runtime_init(nbffi_queue_t *q, const void *cfg,
-    size_t cfg_len, char *err, size_t err_len);
-NBFFI_EXTERN void nbffi_runtime_fini(nbffi_queue_t *q);
+    size_t cfg_len, void **data, char *err, size_t err_len);
+NBFFI_EXTERN int nbffi_runtime_fini(void *data, int64_t deadline_ns);
 
 static void *work_thread(void *arg);
 static void work_md5(nbffi_task_t *task, const char *payload, size_t len);
 static void work_fetch(nbffi_task_t *task, const char *payload,
     size_t len);
 static void work_fail(nbffi_task_t *task, const char *what);
-
-
-/* One runtime per process (the example loads it once per worker). */
-static work_rt_t  work_rt;
 
 
 unsigned
@@ -62,52 +58,58 @@ nbffi_runtime_abi(void)
 
 int
 nbffi_runtime_init(nbffi_queue_t *q, const void *cfg, size_t cfg_len,
-    char *err, size_t err_len)
+    void **data, char *err, size_t err_len)
 {
-    int  rc;
+    int         rc;
+    work_rt_t  *rt;
 
     (void) cfg;
     (void) cfg_len;
 
-    if (work_rt.q != NULL) {
-        snprintf(err, err_len, "loaded already in this process");
+    rt = calloc(1, sizeof(work_rt_t));
+    if (rt == NULL) {
+        snprintf(err, err_len, "out of memory");
         return -1;
     }
+    rt->q = q;
 
-    for (work_rt.nthreads = 0; work_rt.nthreads < WORK_THREADS;
-         work_rt.nthreads++)
-    {
-        rc = nbffi_thread_create(&work_rt.threads[work_rt.nthreads],
-                                 work_thread, q);
+    for (rt->nthreads = 0; rt->nthreads < WORK_THREADS; rt->nthreads++) {
+        rc = nbffi_thread_create(&rt->threads[rt->nthreads], work_thread,
+                                 q);
         if (rc != 0) {
             snprintf(err, err_len, "cannot start a thread: %s",
                      strerror(-rc));
             break;          /* fewer threads still serve */
         }
     }
-    if (work_rt.nthreads == 0) {
+    if (rt->nthreads == 0) {
+        free(rt);
         return -1;
     }
 
-    work_rt.q = q;
+    *data = rt;
     return 0;
 }
 
 
-void
-nbffi_runtime_fini(nbffi_queue_t *q)
+int
+nbffi_runtime_fini(void *data, int64_t deadline_ns)
 {
-    int  i;
-
-    if (q != work_rt.q) {
-        return;
-    }
+    int         i, stayed;
+    work_rt_t  *rt = data;
 
     /* The queue is closed: the threads drain it and leave. */
-    for (i = 0; i < work_rt.nthreads; i++) {
-        (void) pthread_join(work_rt.threads[i], NULL);
+    stayed = 0;
+    for (i = 0; i < rt->nthreads; i++) {
+        if (nbffi_thread_join(&rt->threads[i], deadline_ns) != 0) {
+            stayed++;
+        }
     }
-    work_rt.q = NULL;
+
+    if (stayed == 0) {
+        free(rt);
+    }
+    return stayed;
 }
 
 

@@ -134,33 +134,14 @@ failed:
 int
 nbffi_runtime_fini(void *data, int64_t deadline_ns)
 {
-    int               i, stayed;
-    int64_t           left;
-    echo_rt_t        *rt = data;
-    struct timespec   ts;
+    int         i, stayed;
+    echo_rt_t  *rt = data;
 
     /* The queue is closed: the threads drain it and leave, but for one
-     * stuck in a handler (sleep).  The deadline is on the monotonic clock,
-     * pthread_timedjoin_np's is the wall clock: convert. */
-    if (deadline_ns != 0) {
-        (void) clock_gettime(CLOCK_REALTIME, &ts);
-        left = deadline_ns - nbffi_now_ns();
-        if (left < 0) {
-            left = 0;
-        }
-        ts.tv_sec += left / 1000000000;
-        ts.tv_nsec += left % 1000000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-    }
-
+     * stuck in a handler (sleep): wait for it until the deadline only. */
     stayed = 0;
     for (i = 0; i < rt->nthreads; i++) {
-        if (deadline_ns == 0) {
-            (void) pthread_join(rt->threads[i], NULL);
-        } else if (pthread_timedjoin_np(rt->threads[i], NULL, &ts) != 0) {
+        if (nbffi_thread_join(&rt->threads[i], deadline_ns) != 0) {
             stayed++;
         }
     }
