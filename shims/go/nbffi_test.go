@@ -389,7 +389,7 @@ func TestCloseCancelsHandlers(t *testing.T) {
 	if status, msg, err := rt.Close(time.Minute); err != nil || status != 0 {
 		t.Errorf("close: %d %q %v", status, msg, err)
 	}
-	if rt.State() != testhost.Closed {
+	if rt.State() != nbffitest.Closed {
 		t.Errorf("state %d after close", rt.State())
 	}
 	e.expectClosed(rt)
@@ -410,7 +410,7 @@ func TestCloseLeavesHandlersThatIgnoreCtx(t *testing.T) {
 	e := newEnv(t, "")
 	rt := e.load("stuck")
 	unstick = make(chan struct{})
-	tasks := make([]*testhost.Task, n)
+	tasks := make([]*nbffitest.Task, n)
 	for i := range tasks {
 		p := []byte("alloc")
 		if i%2 == 1 {
@@ -427,28 +427,28 @@ func TestCloseLeavesHandlersThatIgnoreCtx(t *testing.T) {
 	// fini gives up at the deadline and reports the handlers that stayed:
 	// the runtime is orphaned and their callers get "closed".
 	status, msg, err := rt.Close(50 * time.Millisecond)
-	if err != nil || status != testhost.EORPHANED ||
+	if err != nil || status != nbffitest.EORPHANED ||
 		!strings.Contains(msg, fmt.Sprintf("fini reported %d thread(s)", n)) {
 		t.Errorf("close: %d %q %v", status, msg, err)
 	}
-	if rt.State() != testhost.Orphaned {
+	if rt.State() != nbffitest.Orphaned {
 		t.Errorf("state %d after close", rt.State())
 	}
 	for i, task := range tasks {
 		if err := e.h.Wait(task, 10*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		if status, _ := task.Result(); status != testhost.ECLOSED {
+		if status, _ := task.Result(); status != nbffitest.ECLOSED {
 			t.Errorf("task %d: status %d", i, status)
 		}
 	}
 
 	// Their late answers are refused, and the replies from Alloc freed;
 	// the runtime's state is closed after the last of them.
-	before := testhost.MallocInUse()
+	before := nbffitest.MallocInUse()
 	close(unstick)
 	e.expectClosed(rt)
-	if after := testhost.MallocInUse(); after > before+stuckSize {
+	if after := nbffitest.MallocInUse(); after > before+stuckSize {
 		t.Errorf("malloc'd bytes in use grew by %d MiB", (after-before)>>20)
 	}
 	rt.Free()
@@ -472,7 +472,7 @@ func TestCloseDeadlineWhileHandlersSpin(t *testing.T) {
 	}
 
 	status, msg, err := rt.Close(50 * time.Millisecond)
-	if err != nil || status != testhost.EORPHANED ||
+	if err != nil || status != nbffitest.EORPHANED ||
 		!strings.Contains(msg, fmt.Sprintf("fini reported %d thread(s)", n)) {
 		t.Errorf("close: %d %q %v", status, msg, err)
 	}
@@ -546,9 +546,9 @@ func TestGOMAXPROCS(t *testing.T) {
 func reportProcs(set string) int {
 	runtime.LockOSThread()
 	if set != "" {
-		testhost.Setenv("GOMAXPROCS", set)
+		nbffitest.Setenv("GOMAXPROCS", set)
 	}
-	h, err := testhost.New()
+	h, err := nbffitest.New()
 	if err != nil {
 		fmt.Println(err)
 		return 1
@@ -635,8 +635,8 @@ func TestInitPastTheStartDeadline(t *testing.T) {
 	e := newEnv(t, "")
 	slowInit = make(chan struct{})
 	_, err := e.h.LoadWithin(lib, []byte("slow"), 20*time.Millisecond)
-	var te *testhost.Error
-	if !errors.As(err, &te) || te.Code != testhost.EINIT ||
+	var te *nbffitest.Error
+	if !errors.As(err, &te) || te.Code != nbffitest.EINIT ||
 		!strings.Contains(te.Msg, "init did not return within the start deadline") {
 		t.Errorf("load: %v", err)
 	}
