@@ -21,20 +21,32 @@ nbffi_deps() {
     "$NBFFI_REPO/scripts/deps" "$@"
 }
 
+# nbffi_quiet CMD...: runs CMD with its output kept back, shown only when
+# it fails (a suite's log stays short, a failure still says why).
+nbffi_quiet() {
+    local out rc=0
+    out=$("$@" 2>&1) || rc=$?
+    [ $rc -eq 0 ] || printf '%s\n' "$out" >&2
+    return $rc
+}
+
 # nbffi_build [DIR [MESON_OPTION...]]: configures DIR (default build) if it
 # is not a meson build directory yet, or again if it lacks the file named
 # by $NBFFI_NEED (a shim configured away before its toolchain was there),
-# then builds it.
+# then builds it.  The packages every build needs come first, so any suite
+# may be the first to build.
 nbffi_build() {
     local dir=${1:-build}
     shift || true
+    nbffi_deps build-essential meson ninja-build pkg-config libcmocka-dev \
+        libluajit2-5.1-dev
     if [ ! -f "$dir/build.ninja" ]; then
-        meson setup "$dir" "$@" >/dev/null
+        nbffi_quiet meson setup "$dir" "$@"
     elif [ -n "${NBFFI_NEED:-}" ] && \
          ! ninja -C "$dir" -t targets all | grep -q "$NBFFI_NEED"; then
-        meson setup --reconfigure "$dir" "$@" >/dev/null
+        nbffi_quiet meson setup --reconfigure "$dir" "$@"
     fi
-    ninja -C "$dir" >/dev/null
+    nbffi_quiet ninja -C "$dir"
 }
 
 # nbffi_venv: build/venv, made by the python3 on PATH (Debian's

@@ -73,5 +73,7 @@ def test_plugin_without_its_runtime(gateway, nginx):
                 env={"NBFFI_RUNTIME": "/nonexistent/libnope.so"})
     assert ngx.get("/x").status == 503
     assert ngx.get("/y").status == 503
-    ngx.assert_log(r"\[error\].*nbffi-echo: cannot load runtime library: "
+    # logged once by resty.nbffi, not per request
+    ngx.assert_log(r"\[error\].*nbffi: cannot load runtime library: "
                    r"/nonexistent/libnope\.so")
+    assert ngx.error_log().count("libnope.so") == 1, ngx.error_log()

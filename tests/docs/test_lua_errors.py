@@ -1,5 +1,5 @@
-"""lua/README.md lists every error string resty.nbffi returns, raises or
-logs, and every text of libnbffi's error table (nbffi_strerror), which the
+"""lua/README.md lists every error string resty.nbffi (lua/resty/nbffi.lua
+and its parts in lua/resty/nbffi/) returns, raises or logs, and every text of libnbffi's error table (nbffi_strerror), which the
 module passes on.  The strings are taken from the sources mechanically:
 after a change to the module's errors, run
     python3 -m pytest tests/docs/test_lua_errors.py
@@ -9,7 +9,11 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-MODULE = REPO / "lua" / "resty" / "nbffi.lua"
+LUA = REPO / "lua" / "resty"
+# The stall detector is a module of its own: its page lists its messages.
+STALL = LUA / "nbffi" / "stall.lua"
+MODULE = [LUA / "nbffi.lua"] + sorted(
+    p for p in (LUA / "nbffi").glob("*.lua") if p != STALL)
 HEADER = REPO / "core" / "include" / "nbffi.h"
 DOC = REPO / "lua" / "README.md"
 
@@ -17,7 +21,7 @@ DOC = REPO / "lua" / "README.md"
 START = re.compile(
     r"""\b(?:error\s*\(\s*(?:str_format\s*\(\s*)?"""
     r"""|return\s+(?:nil\s*,\s*)?"""
-    r"""|(?:ngx_)?log\s*\(\s*[A-Z]+\s*,\s*)(?="|')""")
+    r"""|(?:\w+_)?log\s*\(\s*[A-Z]+\s*,\s*)(?="|')""")
 LITERAL = re.compile(r"""\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')""")
 CONCAT = re.compile(r"\s*\.\.\s*")
 
@@ -38,15 +42,16 @@ def leading_text(src, pos):
         pos = c.end()
 
 
-def messages():
-    src = MODULE.read_text()
+def messages(files=MODULE):
     found = set()
-    for m in START.finditer(src):
-        head = leading_text(src, m.end())
-        head = head.split("%")[0]           # up to the first format spec
-        head = re.sub(r"\s+", " ", head).strip()
-        if len(head) >= 4:
-            found.add(head)
+    for path in files:
+        src = path.read_text()
+        for m in START.finditer(src):
+            head = leading_text(src, m.end())
+            head = head.split("%")[0]       # up to the first format spec
+            head = re.sub(r"\s+", " ", head).strip()
+            if len(head) >= 4:
+                found.add(head)
     return found
 
 
@@ -55,8 +60,8 @@ def table_texts():
                           HEADER.read_text()))
 
 
-def doc_text():
-    return re.sub(r"\s+", " ", DOC.read_text())
+def doc_text(doc=DOC):
+    return re.sub(r"\s+", " ", doc.read_text())
 
 
 def test_the_sources_have_messages():
@@ -79,3 +84,9 @@ def test_every_libnbffi_error_text_is_documented():
     doc = doc_text()
     missing = sorted(t for t in table_texts() if t not in doc)
     assert not missing, "lua/README.md lacks: " + "; ".join(missing)
+
+
+def test_every_stall_message_is_documented():
+    doc = doc_text(REPO / "docs" / "stall.md")
+    missing = sorted(m for m in messages([STALL]) if m not in doc)
+    assert not missing, "docs/stall.md lacks: " + "; ".join(missing)

@@ -172,15 +172,19 @@ def test_a_process_racing_the_notifier_is_refused(echo_nginx, tmp_path,
     fifo = tmp_path / "race"
     os.mkfifo(fifo)
     preload = nbffi_build / "tests" / "nginx" / "libnbffi_race.so"
-    stop = threading.Event()
     raced = []
     failed = []
 
     def racer():
-        while not stop.is_set():
-            with open(fifo) as f:
-                paths = f.read().split()
-            for path in paths:
+        # Opened read-write, the FIFO always has a writer: a worker's line
+        # written between one reader's EOF and the next open would be lost
+        # (the worker then waits out race_preload's 10 s).  An empty line
+        # ends it.
+        with open(os.open(fifo, os.O_RDWR)) as f:
+            for line in f:
+                path = line.strip()
+                if not path:
+                    return
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 try:
                     s.connect(path)
@@ -198,7 +202,9 @@ def test_a_process_racing_the_notifier_is_refused(echo_nginx, tmp_path,
         assert ngx.request("/echo?p=z").text == "z\n"
         Nginx.wait_gone(ngx.reload())
     assert ngx.request("/echo?p=z").text == "z\n"
-    stop.set()
+    with open(fifo, "w") as f:
+        f.write("\n")
+    t.join()
     # every worker's dispatcher started, after refusing the racer
     refused = ngx.wait_log(r"notifier refused 1 connection\(s\) from other"
                            r" processes", count=12)

@@ -1,16 +1,21 @@
 """The stall detector in a real nginx: what it names, and when it stays
 quiet.  Threshold 50 ms; the stalls made here last 200-400 ms."""
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from conftest import line_of, status, wait_report, where, WORK
+from conftest import HERE, line_of, status, wait_report, where, WORK
+
+sys.path.insert(0, str(HERE.parent / "docs"))
+from docblocks import doc_block  # noqa: E402
 
 SPIN = "/spin?ms=400"
 
@@ -220,3 +225,29 @@ def test_bad_options_and_wrong_phase(stall_nginx, nginx, stall_lib):
                      'assert(not ok and err:find("init_worker"), err)',
                 env={"NBFFI_STALL_LIB": str(stall_lib)})
     assert ngx.get("/").status == 404
+
+
+def test_doc_blocks(nginx, stall_lib):
+    """docs/stall.md's blocks, as written: the http block's init_worker
+    starts the detector (default threshold), the Lua API's require line
+    runs, and the /stalls location serves the stall a request made."""
+    http = doc_block("stall.md", "http {")
+    init = re.search(r"init_worker_by_lua_block \{\n(.*?)\n    \}", http,
+                     re.S).group(1)
+    stalls = doc_block("stall.md", "location = /stalls {")
+    api = doc_block("stall.md", 'local stall = require "resty.nbffi.stall"')
+    ngx = nginx(init_worker=init, env={"NBFFI_STALL_LIB": str(stall_lib)},
+                lua_path=[HERE / "lua" / "?.lua"],
+                server=stalls + f"""
+        location = /api {{ content_by_lua_block {{
+            {api}
+            ngx.say(type(stall.recent))
+        }} }}
+        location = /spin {{
+            content_by_lua_block {{ require("stallwork").run("spin") }}
+        }}""")
+    assert ngx.get("/api").text == "function\n"
+    assert ngx.get("/spin?ms=400").status == 200
+    wait_report(ngx, "/spin?ms=400")
+    found = json.loads(ngx.get("/stalls").body)
+    assert [s["context"] for s in found] == ["content GET /spin?ms=400"]

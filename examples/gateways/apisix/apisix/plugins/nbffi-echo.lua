@@ -36,8 +36,10 @@ function _M.init()
 end
 
 function _M.access(conf)
-    if not rt then
-        return 503              -- the load error is in the error log
+    -- a start that failed (in the background, after init) was logged
+    -- once, with why, by resty.nbffi
+    if not rt or rt:state() == "failed" then
+        return 503
     end
     local reply, err = rt:call(conf.method or "upper", ngx.var.uri,
                                conf.timeout or 1)

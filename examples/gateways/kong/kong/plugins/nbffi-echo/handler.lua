@@ -21,8 +21,10 @@ function Plugin.init_worker(_)
 end
 
 function Plugin.access(_, conf)
-    if not rt then
-        return ngx.exit(503)    -- the load error is in the error log
+    -- a start that failed (in the background, after init_worker) was
+    -- logged once, with why, by resty.nbffi
+    if not rt or rt:state() == "failed" then
+        return ngx.exit(503)
     end
     local reply, err = rt:call(conf.method, ngx.var.uri, conf.timeout)
     if not reply then
