@@ -5,12 +5,14 @@
  * cfg is text, space- or newline-separated key=value pairs:
  *   threads=N   runtime threads popping the queue (default 1, at most 16)
  *   fail=MSG    make init fail with MSG (tests of the load error path)
- *   init_sleep=MS  init sleeps MS milliseconds first (a slow start)
+ *   init_sleep=MS  init sleeps MS milliseconds (0..3600000) after parsing
+ *               the cfg (a slow start)
  *
  * Methods:
  *   echo    reply = payload
  *   upper   ASCII upper case of the payload
- *   sleep   payload = decimal milliseconds; sleeps, then replies "slept"
+ *   sleep   payload = decimal milliseconds (>= 0, else status 2); sleeps,
+ *           then replies "slept"
  *   error   runtime error: status 1, message = payload
  *   hold    kept until the runtime is closed, then answered "released"
  *   sleep   (see above) does not look at cancellation: a thread stuck in
@@ -24,6 +26,7 @@
  */
 
 #include <ctype.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -38,12 +41,14 @@
 #define ECHO_MAX_THREADS  16
 #define ECHO_BATCH        64
 #define ECHO_STOP_POLL_NS 100000000     /* 100 ms */
+#define ECHO_MAX_INIT_SLEEP 3600000     /* ms: an hour */
 
 typedef struct echo_rt_s  echo_rt_t;
 
 struct echo_rt_s {
     nbffi_queue_t   *q;
     int              nthreads;
+    long             init_sleep_ms;
     pthread_t        threads[ECHO_MAX_THREADS];
     atomic_ulong     answered;
     atomic_int       stop;          /* init failed after starting threads */
@@ -103,6 +108,7 @@ nbffi_runtime_init(nbffi_queue_t *q, const void *cfg, size_t cfg_len,
     if (echo_parse_cfg(rt, cfg, cfg_len, err, err_len) != 0) {
         goto failed;
     }
+    echo_sleep_ms(rt->init_sleep_ms);
 
     for (i = 0; i < rt->nthreads; i++) {
         rc = nbffi_thread_create(&rt->threads[i], echo_thread, rt);
@@ -211,7 +217,13 @@ echo_parse_cfg(echo_rt_t *rt, const char *cfg, size_t len, char *err,
             return -1;
 
         } else if (klen == 10 && memcmp(key, "init_sleep", 10) == 0) {
-            echo_sleep_ms(strtol(val, NULL, 10));
+            n = strtol(val, NULL, 10);
+            if (n < 0 || n > ECHO_MAX_INIT_SLEEP) {
+                snprintf(err, err_len, "cfg: init_sleep must be 0..%d ms, "
+                         "got \"%s\"", ECHO_MAX_INIT_SLEEP, val);
+                return -1;
+            }
+            rt->init_sleep_ms = n;
 
         } else {
             snprintf(err, err_len, "cfg: unknown key \"%.*s\"", (int) klen,
@@ -253,6 +265,7 @@ echo_handle(echo_rt_t *rt, nbffi_task_t *task)
 {
     char             buf[32];
     char            *up;
+    long             n;
     size_t           mlen, plen, i;
     const char      *method, *payload;
 
@@ -281,7 +294,12 @@ echo_handle(echo_rt_t *rt, nbffi_task_t *task)
         snprintf(buf, sizeof(buf), "%.*s",
                  (int) (plen < sizeof(buf) - 1 ? plen : sizeof(buf) - 1),
                  payload);
-        echo_sleep_ms(strtol(buf, NULL, 10));
+        n = strtol(buf, NULL, 10);
+        if (n < 0) {
+            echo_reply(rt, task, 2, "sleep: milliseconds >= 0 expected", 33);
+            return;
+        }
+        echo_sleep_ms(n);
         echo_reply(rt, task, 0, "slept", 5);
 
     } else if (strcmp(method, "huge") == 0) {
@@ -403,5 +421,7 @@ echo_sleep_ms(long ms)
 
     ts.tv_sec = ms / 1000;
     ts.tv_nsec = (ms % 1000) * 1000000;
-    while (nanosleep(&ts, &ts) != 0) { /* EINTR: sleep the rest */ }
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        /* a signal: sleep the rest */
+    }
 }

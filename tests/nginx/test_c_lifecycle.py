@@ -291,3 +291,29 @@ def test_load_in_a_handler_waits_or_times_out(echo_nginx, balanced):
     # the late init is stopped when it returns
     ngx.wait_log(r"init returned after the host gave up on it")
     balanced(ngx, workers=1)
+
+
+def test_echo_refuses_negative_sleeps(echo_nginx, balanced):
+    """A negative time is refused, not slept on (nanosleep's EINVAL once
+    made the runtime spin forever)."""
+    ngx = echo_nginx(init_worker="", server="""
+    location = /t {
+        content_by_lua_block {
+            local nbffi = require "resty.nbffi"
+            local rt, err = nbffi.load(os.getenv("NBFFI_ECHO_LIB"),
+                                       "init_sleep=-1")
+            ngx.say(rt and "loaded" or err)
+            rt = assert(nbffi.load(os.getenv("NBFFI_ECHO_LIB")))
+            local _, e = rt:call("sleep", "-5")
+            ngx.say(e)
+            ngx.say(rt:call("sleep", "0"))
+        }
+    }""")
+    ngx.allow(r"init_sleep must be")
+    loaded, slept, zero = ngx.request("/t").text.splitlines()
+    assert loaded.startswith("runtime init failed: "), loaded
+    assert loaded.endswith('init failed: cfg: init_sleep must be 0..3600000'
+                           ' ms, got "-1"'), loaded
+    assert slept == "runtime error 2: sleep: milliseconds >= 0 expected"
+    assert zero == "slept"
+    balanced(ngx, workers=1)
