@@ -10,6 +10,7 @@ row per language and exits non-zero if any language failed.
 """
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from langs import LANGS, Unavailable, fault_runtime  # noqa: E402
 # runtime caches settling, e.g. a JIT or a GC sizing its heap) ...
 RSS_GROWTH_PCT = 10
 RSS_GROWTH_MIB = 16
-# ... and the worker holds exactly as many fds once the clients are gone.
+# ... and the worker holds exactly as many fds, less its client connections.
 
 
 @dataclass
@@ -73,8 +74,33 @@ def rss_kib(pid):
     return int(m.group(1))
 
 
-def fds(pid):
-    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+def client_sockets(port):
+    """Inodes of the TCP connections to 127.0.0.1:port (not the listener):
+    the clients', which the worker may still be closing."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if int(f[1].rsplit(":", 1)[1], 16) == port and f[3] != "0A":
+                inodes.add(f[9])
+    return inodes
+
+
+def fds(pid, port=None):
+    """Open fds of pid, less its client connections to port if given."""
+    skip = {f"socket:[{i}]" for i in client_sockets(port)} if port else ()
+    n = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) not in skip:
+                n += 1
+        except OSError:
+            pass                # closed meanwhile
+    return n
 
 
 def wrk(ngx, seconds, connections):
@@ -96,26 +122,13 @@ def wrk(ngx, seconds, connections):
     return requests, errors
 
 
-def quiet_fds(pid, timeout=5):
-    """fds of pid once the client connections wrk closed are gone: the
-    count has not changed for half a second."""
-    last, same = fds(pid), 0
-    end = time.monotonic() + timeout
-    while same < 10 and time.monotonic() < end:
-        time.sleep(0.05)
-        n = fds(pid)
-        same = same + 1 if n == last else 0
-        last = n
-    return last
-
-
 def soak(ngx, lang, seconds, connections, warmup):
     """Loads a started nginx (one worker); returns a checked Result."""
     res = Result(lang, seconds=seconds)
     [pid] = ngx.worker_pids()
     wrk(ngx, warmup, connections)
     res.rss_start = rss_kib(pid)
-    res.fds_start = quiet_fds(pid)
+    res.fds_start = fds(pid, ngx.port)
 
     stop = threading.Event()
 
@@ -132,7 +145,7 @@ def soak(ngx, lang, seconds, connections, warmup):
         stop.set()
         sampler.join()
     res.rss_end = rss_kib(pid)
-    res.fds_end = quiet_fds(pid)
+    res.fds_end = fds(pid, ngx.port)
 
     if not ngx.quit():
         res.problems.append("nginx needed SIGKILL")
