@@ -34,11 +34,17 @@ nbffi__deadline_after_ms(int64_t ms)
 }
 
 
+/* A deadline in ns as a timespec; a negative one (a caller's overflow) is
+ * the epoch, already past: a timed wait on a negative tv_nsec fails with
+ * EINVAL at once, and a loop around it would spin. */
 void
 nbffi__timespec(int64_t ns, void *out)
 {
     struct timespec  *ts = out;
 
+    if (ns < 0) {
+        ns = 0;
+    }
     ts->tv_sec = ns / 1000000000;
     ts->tv_nsec = ns % 1000000000;
 }

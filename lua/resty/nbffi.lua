@@ -661,7 +661,9 @@ function runtime.close(self, timeout)
         loaded[self._key] = nil
     end
 
-    local deadline = now_ns() + (timeout or self._close_timeout) * 1e9
+    -- a finite timeout of centuries stays a deadline libnbffi can hold
+    local deadline = math_min(now_ns() + (timeout or self._close_timeout)
+                              * 1e9, MAX_DEADLINE)
     local rc = C.nbffi_runtime_close(self._ptr, deadline, task_out)
     if rc == EALREADY then
         return true

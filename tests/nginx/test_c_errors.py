@@ -201,6 +201,22 @@ def test_close_while_calls_are_pending(echo_nginx, balanced):
     balanced(ngx, workers=1)
 
 
+def test_close_with_an_absurd_timeout(echo_nginx, balanced):
+    """1e300 s is no deadline in practice, not an overflow: the close runs
+    as any other (a wrapped negative deadline once made its waits spin)."""
+    ngx = echo_nginx(server="""
+    location = /t {
+        content_by_lua_block {
+            local rt = require("echo_rt").rt("threads=1")
+            local t = ngx.thread.spawn(rt.call, rt, "hold", "h")
+            assert(rt:close(1e300))
+            ngx.say(select(2, ngx.thread.wait(t)))
+        }
+    }""")
+    assert ngx.request("/t").text == "released\n"
+    balanced(ngx, workers=1)
+
+
 def test_load_is_idempotent_per_lib_and_cfg(echo_nginx):
     ngx = echo_nginx(server="""
     location = /t {
