@@ -17,9 +17,9 @@ local payloads = {}             -- size -> string of that many bytes
 function _M.init_worker()
     assert(nbffi.init())
     for lang in os.getenv("NBFFI_MIXED_ORDER"):gmatch("%S+") do
-        local up = lang:upper()
-        rts[lang] = assert(nbffi.load(os.getenv("NBFFI_MIXED_" .. up .. "_LIB"),
-                                      os.getenv("NBFFI_MIXED_" .. up .. "_CFG")))
+        local var = "NBFFI_MIXED_" .. lang:upper()
+        rts[lang] = assert(nbffi.load(os.getenv(var .. "_LIB"),
+                                      os.getenv(var .. "_CFG")))
     end
 end
 
