@@ -17,7 +17,8 @@ from harness import NGINX
 from harness import _is_zombie as gone
 
 RELOADS = int(os.environ.get("NBFFI_RELOADS", "20"))
-# How long an old worker may take to exit after its reload: "seconds".
+# Old workers still there 4 x this after the last reload fail the test (a
+# stop that hangs); how long each took is printed: tests do not time.
 EXIT_S = 5.0
 SIZES = (16, 600, 5000, 20000)  # copied and lent (>= 16 KiB) payloads
 
@@ -112,7 +113,7 @@ def test_reload_storm_under_load(fault, fault_nginx, balanced):
     failures = [f for _, fs in results for f in fs]
     assert failures == [] and ok > 0
     assert len(watch.took) == 2 * RELOADS
-    assert max(watch.took.values()) < EXIT_S, sorted(watch.took.values())
+    print(f"\nslowest exit after HUP: {max(watch.took.values()):.2f} s")
     # every generation ran the same number of threads: none piles up
     if fault.fixed_threads:
         assert all(g == gens[0] for g in gens), gens
