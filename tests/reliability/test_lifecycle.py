@@ -78,6 +78,30 @@ def threads(pid, names=None):
                if re.search(names, (t / "comm").read_text().strip()))
 
 
+def storm(ngx, clients, reloads, served, each=None):
+    """reloads reloads of ngx while the started clients run, each worker
+    generation serving (served(ngx, pids) returns once it has) and seen by
+    each(pids) before the next; then the clients' results and the
+    ExitWatch of the old workers, all gone or waited for 4 x EXIT_S."""
+    watch = ExitWatch()
+    watch.start()
+    current = set(ngx.worker_pids())
+    try:
+        for _ in range(reloads):
+            served(ngx, current)
+            if each:
+                each(current)
+            since = time.monotonic()
+            old, current = reload(ngx)
+            watch.watch(old, since)
+        served(ngx, current)
+    finally:
+        results = [c.stop() for c in clients]
+        watch.done.set()
+    watch.join(EXIT_S * 4)
+    return results, watch
+
+
 def echo_check(r):
     return r.status == 200 and len(r.body) in SIZES
 
@@ -91,23 +115,10 @@ def test_reload_storm_under_load(fault, fault_nginx, balanced):
     clients.append(Client(ngx, "/call?m=sleep&p=20", 2,
                           lambda r: (r.status, r.body) == (200, b"slept"))
                    .start())
-    watch = ExitWatch()
-    watch.start()
     gens = []                   # thread counts of each worker generation
-    current = set(ngx.worker_pids())
-    try:
-        for _ in range(RELOADS):
-            # each generation serves before the next reload
-            wait_served(ngx, current)
-            gens.append(sorted(threads(p) for p in current))
-            since = time.monotonic()
-            old, current = reload(ngx)
-            watch.watch(old, since)
-        wait_served(ngx, current)
-    finally:
-        results = [c.stop() for c in clients]
-        watch.done.set()
-    watch.join(EXIT_S * 4)
+    results, watch = storm(
+        ngx, clients, RELOADS, wait_served,
+        lambda current: gens.append(sorted(threads(p) for p in current)))
 
     ok = sum(n for n, _ in results)
     failures = [f for _, fs in results for f in fs]

@@ -9,7 +9,7 @@ import pytest
 
 from client import Client
 from conftest import HERE
-from test_lifecycle import EXIT_S, ExitWatch, reload
+from test_lifecycle import storm
 
 RELOADS = int(os.environ.get("NBFFI_MIXED_RELOADS", "8"))
 SIZE = 600
@@ -49,20 +49,7 @@ def test_storm_with_every_language(order, nginx, fault_runtimes, balanced):
 
     clients = [Client(ngx, f"/mixed?lang={lang}&n={SIZE}", 2, echoed).start()
                for lang in langs]
-    watch = ExitWatch()
-    watch.start()
-    current = set(ngx.worker_pids())
-    try:
-        for _ in range(RELOADS):
-            wait_served(ngx, current)
-            since = time.monotonic()
-            old, current = reload(ngx)
-            watch.watch(old, since)
-        wait_served(ngx, current)
-    finally:
-        results = [c.stop() for c in clients]
-        watch.done.set()
-    watch.join(EXIT_S * 4)
+    results, watch = storm(ngx, clients, RELOADS, wait_served)
 
     failures = [f for _, fs in results for f in fs]
     assert failures == [], failures[:5]

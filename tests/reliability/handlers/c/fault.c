@@ -37,7 +37,6 @@
 typedef struct fault_rt_s  fault_rt_t;
 
 struct fault_rt_s {
-    fault_rt_t      *next;              /* registry, by queue */
     nbffi_queue_t   *q;
     int              nthreads;
     pthread_t        threads[FAULT_MAX_THREADS];
@@ -52,8 +51,8 @@ struct fault_rt_s {
 
 NBFFI_EXTERN unsigned nbffi_runtime_abi(void);
 NBFFI_EXTERN int nbffi_runtime_init(nbffi_queue_t *q, const void *cfg,
-    size_t cfg_len, char *err, size_t err_len);
-NBFFI_EXTERN void nbffi_runtime_fini(nbffi_queue_t *q);
+    size_t cfg_len, void **data, char *err, size_t err_len);
+NBFFI_EXTERN int nbffi_runtime_fini(void *data, int64_t deadline_ns);
 
 static int fault_cfg(fault_rt_t *rt, const char *cfg, size_t len,
     char *err, size_t err_len);
@@ -62,10 +61,6 @@ static void *fault_thread(void *arg);
 static void fault_handle(fault_rt_t *rt, nbffi_task_t *task);
 static long fault_number(const char *p, size_t len);
 static size_t fault_release(fault_rt_t *rt, const char *reply);
-
-
-static pthread_mutex_t  fault_registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static fault_rt_t      *fault_registry;
 
 
 unsigned
@@ -77,7 +72,7 @@ nbffi_runtime_abi(void)
 
 int
 nbffi_runtime_init(nbffi_queue_t *q, const void *cfg, size_t cfg_len,
-    char *err, size_t err_len)
+    void **data, char *err, size_t err_len)
 {
     int          i, rc;
     fault_rt_t  *rt;
@@ -118,47 +113,38 @@ nbffi_runtime_init(nbffi_queue_t *q, const void *cfg, size_t cfg_len,
         }
     }
 
-    pthread_mutex_lock(&fault_registry_lock);
-    rt->next = fault_registry;
-    fault_registry = rt;
-    pthread_mutex_unlock(&fault_registry_lock);
-
+    *data = rt;
     return 0;
 }
 
 
-void
-nbffi_runtime_fini(nbffi_queue_t *q)
+int
+nbffi_runtime_fini(void *data, int64_t deadline_ns)
 {
-    int          i;
+    int          i, stayed;
     size_t       n;
-    fault_rt_t  *rt, **p;
+    fault_rt_t  *rt = data;
 
-    pthread_mutex_lock(&fault_registry_lock);
-    for (p = &fault_registry; *p != NULL && (*p)->q != q; p = &(*p)->next) {
-        /* void */
-    }
-    rt = *p;
-    if (rt != NULL) {
-        *p = rt->next;
-    }
-    pthread_mutex_unlock(&fault_registry_lock);
-
-    if (rt == NULL) {
-        return;
-    }
-
+    /* The queue is closed: the threads drain it and leave, but for one
+     * stuck in a handler (sleep): wait for it until the deadline only. */
+    stayed = 0;
     for (i = 0; i < rt->nthreads; i++) {
-        (void) pthread_join(rt->threads[i], NULL);
+        if (nbffi_thread_join(&rt->threads[i], deadline_ns) != 0) {
+            stayed++;
+        }
+    }
+    if (stayed != 0) {
+        return stayed;          /* rt stays: those threads still use it */
     }
 
     /* The threads answered what they held when the queue ended. */
     n = fault_release(rt, "closed");
-    nbffi_logf(q, NBFFI_LOG_NOTICE, "fault runtime: joined %d threads, "
+    nbffi_logf(rt->q, NBFFI_LOG_NOTICE, "fault runtime: joined %d threads, "
                "%zu held at fini", rt->nthreads, n);
 
     (void) pthread_mutex_destroy(&rt->lock);
     free(rt);
+    return 0;
 }
 
 
