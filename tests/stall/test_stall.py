@@ -235,7 +235,7 @@ def test_doc_blocks(nginx, stall_lib):
     init = re.search(r"init_worker_by_lua_block \{\n(.*?)\n    \}", http,
                      re.S).group(1)
     stalls = doc_block("stall.md", "location = /stalls {")
-    api = doc_block("stall.md", 'local stall = require "resty.nbffi.stall"')
+    api = doc_block("stall.md", "local stall = require")
     ngx = nginx(init_worker=init, env={"NBFFI_STALL_LIB": str(stall_lib)},
                 lua_path=[HERE / "lua" / "?.lua"],
                 server=stalls + f"""
