@@ -155,21 +155,29 @@ class WrkResult:
     p50_us: float
     p99_us: float
     errors: int         # socket errors and non-2xx replies
+    non2xx: int = 0
+    timeouts: int = 0
 
 
 def _us(text):
+    """wrk's latency in us; NaN where wrk printed none."""
+    if text is None:
+        return float("nan")
     value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
     return float(value) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
 
 
 def wrk(ngx, path, conns=50, seconds=5, threads=1, script=None,
-        strict=True):
+        strict=True, timeout=None):
     """wrk against path: its counts, rate and latency.  A rate means
     nothing if there were errors: strict exits then, else the caller
-    checks errors."""
+    checks errors.  timeout: seconds after which wrk counts a request as
+    timed out (its default: 2)."""
     cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency"]
     if script:
         cmd += ["-s", str(script)]
+    if timeout:
+        cmd += ["--timeout", f"{timeout}s"]
     out = subprocess.run(cmd + [f"http://127.0.0.1:{ngx.port}{path}"],
                          capture_output=True, text=True, check=True).stdout
     errors = sum(int(n) for n in re.findall(
@@ -181,7 +189,14 @@ def wrk(ngx, path, conns=50, seconds=5, threads=1, script=None,
     return WrkResult(int(re.search(r"(\d+) requests in", out).group(1)),
                      float(re.search(r"Requests/sec:\s+([\d.]+)",
                                      out).group(1)),
-                     _us(lat["50"]), _us(lat["99"]), errors)
+                     _us(lat.get("50")), _us(lat.get("99")), errors,
+                     _count(r"Non-2xx or 3xx responses: (\d+)", out),
+                     _count(r"timeout (\d+)", out))
+
+
+def _count(pattern, text):
+    m = re.search(pattern, text)
+    return int(m.group(1)) if m else 0
 
 
 # ---- builds ---------------------------------------------------------------
