@@ -1,12 +1,13 @@
 -- resty.nbffi: call long-lived foreign runtimes (Go, Python, Java, C) that
 -- live in their own threads inside the nginx worker, without blocking it.
 --
--- The public API: nbffi.load, rt:call, rt:close, rt:state, rt:stats and
--- the worker-exit shutdown.  A call posts a task through libnbffi and
--- waits on its waiter record (resty.nbffi.waiters) until this worker's
--- dispatcher (resty.nbffi.dispatcher) delivers the reply.  Starting and
--- stopping a runtime happen on threads of libnbffi; their outcome comes
--- back as life-cycle tasks, delivered like replies.
+-- The public API: nbffi.load, rt:call, rt:close, rt:state, rt:stats,
+-- readiness (nbffi.ready, nbffi.serve_ready) and the worker-exit
+-- shutdown.  A call posts a task through libnbffi and waits on its waiter
+-- record (resty.nbffi.waiters) until this worker's dispatcher
+-- (resty.nbffi.dispatcher) delivers the reply.  Starting and stopping a
+-- runtime happen on threads of libnbffi; their outcome comes back as
+-- life-cycle tasks, delivered like replies.
 
 local ffi = require "ffi"
 local core = require "resty.nbffi.core"
@@ -30,6 +31,7 @@ local ffi_string = ffi.string
 
 local error = error
 local getmetatable = getmetatable
+local pairs = pairs
 local setmetatable = setmetatable
 local io_stderr = io.stderr
 local os_date = os.date
@@ -37,6 +39,7 @@ local pcall = pcall
 local select = select
 local table_concat = table.concat
 local table_remove = table.remove
+local table_sort = table.sort
 local tonumber = tonumber
 local tostring = tostring
 local type = type
@@ -96,6 +99,10 @@ local runtime = {}              -- methods of runtime objects
 -- per worker; the master never creates a host (threads do not survive
 -- fork).
 local loaded = {}               -- lib .. "\0" .. cfg -> runtime, not closed
+-- The same key -> the runtime last loaded with it, until closed: a failed
+-- one too (loaded forgets it, so that the next load tries again), for
+-- readiness
+local tracked = {}
 local all_rts = {}              -- runtimes whose handle is not yet freed
 local exit_started              -- ns when the worker began to exit
 local shutdown_ms               -- worker_shutdown_timeout, read at start
@@ -357,6 +364,38 @@ local function wait_started(rt)
 end
 
 
+-- The options of nbffi.load that a later load of the same (lib, cfg)
+-- cannot change: the runtime exists already.
+local LOAD_OPTS = {
+    "max_queue", "max_payload", "timeout", "load_timeout", "close_timeout",
+    "spin", "borrow_min", "global", "search_path", "name",
+}
+
+
+-- A later load of rt's (lib, cfg) gets rt: says once which of the options
+-- it gives differ from those rt was loaded with, and are thus ignored.
+local function warn_ignored(rt, opts)
+    if rt._warned then
+        return
+    end
+    local first = rt._opts
+    local ignored = {}
+    for i = 1, #LOAD_OPTS do
+        local k = LOAD_OPTS[i]
+        local v = opts[k]
+        if v ~= nil and v ~= first[k] then
+            ignored[#ignored + 1] = k .. "=" .. tostring(v)
+        end
+    end
+    if #ignored > 0 then
+        rt._warned = true
+        dispatcher.log(WARN, "nbffi.load: ", rt._name, " is loaded already:"
+                       .. " options of this load ignored (the first load's"
+                       .. " stay): ", table_concat(ignored, ", "))
+    end
+end
+
+
 -- Loads a runtime library and starts a runtime in it, once per worker for
 -- the same (lib, cfg).
 function _M.load(lib, cfg, opts)
@@ -390,6 +429,7 @@ function _M.load(lib, cfg, opts)
                        or BORROW_MIN
     local global = check_opt(opts, "global", "boolean", "load")
     local search_path = check_opt(opts, "search_path", "string", "load")
+    local name = check_opt(opts, "name", "string", "load") or lib
 
     if max_queue < 0 or max_queue > 0xffffffff
        or max_queue ~= math_floor(max_queue)
@@ -426,6 +466,7 @@ function _M.load(lib, cfg, opts)
     local key = lib .. "\0" .. cfg
     local rt = loaded[key]
     if rt then
+        warn_ignored(rt, opts)
         return wait_started(rt)
     end
 
@@ -460,6 +501,16 @@ function _M.load(lib, cfg, opts)
         _err = false,
         _load_rec = false,
         _last_stats = false,
+        _name = name,
+        -- the options in effect, for warn_ignored
+        _opts = {
+            max_queue = max_queue, max_payload = max_payload,
+            timeout = timeout, load_timeout = load_timeout,
+            close_timeout = close_timeout, spin = spin_us,
+            borrow_min = borrow_min, global = global or false,
+            search_path = search_path or false, name = name,
+        },
+        _warned = false,
     }, rt_mt)
 
     local task = task_out[0]
@@ -474,6 +525,7 @@ function _M.load(lib, cfg, opts)
     rt._load_rec = rec
 
     loaded[key] = rt
+    tracked[key] = rt
     all_rts[#all_rts + 1] = rt
     return wait_started(rt)
 end
@@ -660,6 +712,9 @@ function runtime.close(self, timeout)
     if loaded[self._key] == self then
         loaded[self._key] = nil
     end
+    if tracked[self._key] == self then
+        tracked[self._key] = nil
+    end
 
     local deadline = now_ns() + (timeout or self._close_timeout) * 1e9
     local rc = C.nbffi_runtime_close(self._ptr, deadline, task_out)
@@ -739,6 +794,55 @@ setmetatable(runtime, {
     end,
 })
 rt_mt.__index = runtime
+
+
+-- Readiness of this worker's runtimes named name (every one when nil):
+-- true when all are ready, and one "name: state[: error]" line each,
+-- sorted.  A name with no runtime is not ready.
+local function readiness(name)
+    if name ~= nil and type(name) ~= "string" then
+        error("bad argument #1 to 'ready' (string expected, got "
+              .. type(name) .. ")", 3)
+    end
+    local lines = {}
+    local ok = true
+    for _, rt in pairs(tracked) do
+        if name == nil or rt._name == name then
+            local state, err = runtime.state(rt)
+            if state ~= "ready" then
+                ok = false
+            end
+            lines[#lines + 1] = rt._name .. ": " .. state
+                                .. (err and ": " .. tostring(err) or "")
+        end
+    end
+    if name ~= nil and #lines == 0 then
+        return false, name .. ": not loaded"
+    end
+    table_sort(lines)
+    return ok, table_concat(lines, "\n")
+end
+
+
+-- true, or nil and why: for health checks, in any worker context.
+function _M.ready(name)
+    local ok, report = readiness(name)
+    if ok then
+        return true
+    end
+    return nil, report
+end
+
+
+-- A health check's whole answer, in content_by_lua*: 200 when ready, else
+-- 503; the body lists the runtimes and their states.
+function _M.serve_ready(name)
+    local ok, report = readiness(name)
+    ngx.status = ok and 200 or 503
+    ngx.header["Content-Type"] = "text/plain"
+    ngx.header["Cache-Control"] = "no-store"
+    ngx.say(report ~= "" and report or "no runtime loaded")
+end
 
 
 -- This worker's task counters, for tests and monitoring.

@@ -17,7 +17,7 @@ DOC = REPO / "lua" / "README.md"
 START = re.compile(
     r"""\b(?:error\s*\(\s*(?:str_format\s*\(\s*)?"""
     r"""|return\s+(?:nil\s*,\s*)?"""
-    r"""|(?:ngx_)?log\s*\(\s*[A-Z]+\s*,\s*)(?="|')""")
+    r"""|(?:ngx_|exit_)?log\s*\(\s*[A-Z]+\s*,\s*)(?="|')""")
 LITERAL = re.compile(r"""\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')""")
 CONCAT = re.compile(r"\s*\.\.\s*")
 

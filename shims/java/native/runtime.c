@@ -199,7 +199,7 @@ nbj_start(nbj_rt_t *rt, JNIEnv **env)
     }
     e = *env;
     if (!created && (cfg->java_home != NULL || cfg->n_jvm_options > 0)) {
-        nbffi_logf(rt->q, NBFFI_LOG_NOTICE, NBJ_LOG_PREFIX "the JVM is"
+        nbffi_logf(rt->q, NBFFI_LOG_WARN, NBJ_LOG_PREFIX "the JVM is"
                    " already running: java_home and jvm_option of %s are"
                    " ignored", cfg->class_name);
     }
