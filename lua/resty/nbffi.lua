@@ -14,9 +14,11 @@ local core = require "resty.nbffi.core"
 local waiters = require "resty.nbffi.waiters"
 local dispatcher = require "resty.nbffi.dispatcher"
 local spin = require "resty.nbffi.spin"
+local metrics = require "resty.nbffi.metrics"
 
 local ngx = ngx
 local get_phase = ngx.get_phase
+local timer_every = ngx.timer.every
 local ngx_worker_pid = ngx.worker.pid
 local ALERT = ngx.ALERT
 local ERR = ngx.ERR
@@ -26,6 +28,7 @@ local NOTICE = ngx.NOTICE
 local C = core.C
 local now_ns = core.now_ns
 local strerror = core.strerror
+local observe = metrics.observe
 local ffi_new = ffi.new
 local ffi_string = ffi.string
 
@@ -104,6 +107,8 @@ local loaded = {}               -- lib .. "\0" .. cfg -> runtime, not closed
 -- readiness
 local tracked = {}
 local all_rts = {}              -- runtimes whose handle is not yet freed
+local retired = {}              -- freed since the last metrics flush
+local metrics_on                -- the flush timer runs
 local exit_started              -- ns when the worker began to exit
 local shutdown_ms               -- worker_shutdown_timeout, read at start
 local log_level               -- the error log's, read when the host is made
@@ -193,6 +198,9 @@ local function free_handle(rt)
     end
     rt._last_stats = runtime.stats(rt)
     rt._freed = true
+    if rt._m then
+        retired[#retired + 1] = rt  -- its last counts are not flushed yet
+    end
     C.nbffi_runtime_free(rt._ptr)
     for i = #all_rts, 1, -1 do
         if all_rts[i] == rt then
@@ -269,11 +277,40 @@ local function on_exit_start()
 end
 
 
+-- The metrics timer: this worker's counters and gauges to the dict.
+local function flush_metrics(premature)
+    local rts = {}
+    for i = 1, #all_rts do
+        local rt = all_rts[i]
+        if rt._m then
+            rts[#rts + 1] = { rt._m, runtime.stats(rt), runtime.state(rt) }
+        end
+    end
+    for i = 1, #retired do
+        rts[#rts + 1] = { retired[i]._m, retired[i]._last_stats }
+        retired[i] = nil
+    end
+    local ok, err = pcall(metrics.flush, rts, premature)
+    if not ok then
+        dispatcher.log(ERR, "nbffi: metrics: ", err)
+    end
+end
+
+
 local function get_host()
     local h, err = dispatcher.host(final_shutdown, on_exit_start)
     if h and not log_level then
         log_level = dispatcher.log_level()
         shutdown_ms = shutdown_timeout_ms()
+    end
+    if h and not metrics_on and metrics.enabled() then
+        local ok, terr = timer_every(metrics.FLUSH, flush_metrics)
+        if ok then
+            metrics_on = true
+        else
+            dispatcher.log(ERR, "nbffi: cannot start the metrics timer: ",
+                           terr)
+        end
     end
     return h, err
 end
@@ -501,6 +538,7 @@ function _M.load(lib, cfg, opts)
         _err = false,
         _load_rec = false,
         _last_stats = false,
+        _m = metrics.enabled() and metrics.new(name) or false,
         _name = name,
         -- the options in effect, for warn_ignored
         _opts = {
@@ -677,16 +715,23 @@ function runtime.call(self, method, payload, opts)
         dispatcher.reap()
     end
 
+    local m = self._m
     if not rec.done then
         local err = dispatcher.wait(rec)
         if not rec.done then
             if not rec.gone then
                 waiters.give_up(id, rec)
             end
+            if m then
+                observe(m, method, now, false)
+            end
             return nil, err or "timeout"
         end
     end
 
+    if m then
+        observe(m, method, now, rec.status == 0 and not rec.err)
+    end
     return result(rec)
 end
 
@@ -842,6 +887,26 @@ function _M.serve_ready(name)
     ngx.header["Content-Type"] = "text/plain"
     ngx.header["Cache-Control"] = "no-store"
     ngx.say(report ~= "" and report or "no runtime loaded")
+end
+
+
+-- The Prometheus text of every worker's runtimes, or nil and an error.
+function _M.metrics_text()
+    return metrics.text()
+end
+
+
+-- A Prometheus scrape's whole answer, in content_by_lua*.
+function _M.metrics()
+    local text, err = metrics.text()
+    if not text then
+        ngx.status = 500
+        ngx.header["Content-Type"] = "text/plain"
+        ngx.say("nbffi.metrics: ", err)
+        return
+    end
+    ngx.header["Content-Type"] = "text/plain; version=0.0.4"
+    ngx.print(text)
 end
 
 
