@@ -69,6 +69,8 @@ local DEFAULT_LOAD_TIMEOUT = 30 -- s, a start
 local DEFAULT_CLOSE_TIMEOUT = 5 -- s, a stop, when nothing else says
 local MIN_EXIT_CLOSE = 0.5      -- s a runtime gets at worker exit, at least
 local DEFAULT_SPIN = 20         -- us, the most a caller spins
+local DEFAULT_PREFLIGHT_TIMEOUT = 10  -- s, a preflight's check
+local PREFLIGHT_MSG = 2048      -- bytes of a preflight's message
 -- Deadlines (ns) from here on do not fit libnbffi's int64: such calls get
 -- none there (a timeout of ~146 years or more).
 local MAX_DEADLINE = 2 ^ 62
@@ -887,6 +889,58 @@ function _M.serve_ready(name)
     ngx.header["Content-Type"] = "text/plain"
     ngx.header["Cache-Control"] = "no-store"
     ngx.say(report ~= "" and report or "no runtime loaded")
+end
+
+
+-- Checks in init_by_lua* (nginx's master) that lib would load and start
+-- in the workers, without starting it here (libnbffi does it all in a
+-- forked child); true, or nil and why.
+function _M.preflight(lib, cfg, opts)
+    if type(lib) ~= "string" then
+        error("bad argument #1 to 'preflight' (string expected, got "
+              .. type(lib) .. ")", 2)
+    end
+    if cfg == nil then
+        cfg = ""
+    elseif type(cfg) ~= "string" then
+        error("bad argument #2 to 'preflight' (string expected, got "
+              .. type(cfg) .. ")", 2)
+    end
+    if opts == nil then
+        opts = {}
+    elseif type(opts) ~= "table" then
+        error("bad argument #3 to 'preflight' (table expected, got "
+              .. type(opts) .. ")", 2)
+    end
+    local search_path = check_opt(opts, "search_path", "string", "preflight")
+    local global = check_opt(opts, "global", "boolean", "preflight")
+    local user = check_opt(opts, "user", "string", "preflight")
+    local timeout = check_opt(opts, "timeout", "number", "preflight")
+                    or DEFAULT_PREFLIGHT_TIMEOUT
+    check_seconds(timeout, "timeout", "preflight")
+
+    -- it blocks until the child is done: fine before nginx serves only
+    if get_phase() ~= "init" then
+        return nil, "nbffi.preflight: only in init_by_lua* (it blocks for"
+                    .. " the check)"
+    end
+    if lib == "" or str_find(lib, "\0", 1, true)
+       or (search_path and str_find(search_path, "\0", 1, true))
+    then
+        return nil, "nbffi.preflight: cannot load runtime library: empty"
+                    .. " name, or a NUL byte in it or in search_path"
+    end
+
+    local buf = ffi_new("char[?]", PREFLIGHT_MSG)
+    local rc = C.nbffi_preflight(lib, search_path, cfg, #cfg,
+                                 global and core.LOAD_GLOBAL or 0, user,
+                                 now_ns() + timeout * 1e9, buf,
+                                 PREFLIGHT_MSG)
+    if rc ~= 0 then
+        return nil, "nbffi.preflight: " .. strerror(rc) .. ": "
+                    .. ffi_string(buf)
+    end
+    return true
 end
 
 

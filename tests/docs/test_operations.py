@@ -6,7 +6,7 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from docblocks import (DocNginx, doc_block, doc_block_after,
+from docblocks import (REPO, DocNginx, doc_block, doc_block_after,
                        expected_requests, running)
 
 
@@ -87,4 +87,24 @@ def test_with_nginx_lua_prometheus(echo_nginx, balanced):
     assert fams["nginx_http_requests"].samples[0].value == 7
     assert calls(text, runtime=fams["nbffi_calls_posted"].samples[0]
                  .labels["runtime"]) == 1
+    balanced(ngx, workers=1)
+
+
+UPPER = """
+location = /upper {
+    content_by_lua_block {
+        ngx.say(require("echo_rt").rt("threads=2"):call("upper", "hi"))
+    }
+}
+"""
+
+
+def test_preflight_snippet(echo_nginx, balanced):
+    """The doc's preflight passes for a library that loads (the failures
+    are tests/nginx/test_c_preflight.py's)."""
+    init = (doc_block("operations.md", "in init_by_lua_block")
+            .replace("/path/to/nbffi", str(REPO))
+            .replace('"www-data"', '"root"'))     # the tests' own files
+    ngx = echo_nginx(init=init, server=UPPER)
+    assert ngx.get("/upper").text == "HI\n"
     balanced(ngx, workers=1)

@@ -1,0 +1,150 @@
+"""nbffi.preflight in init_by_lua: nginx does not start, and a reload
+keeps the old configuration, when a runtime library would not load; the
+message names the file and why.  The check runs in a forked child: no
+runtime thread ever starts in the master."""
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import NGINX, Nginx, free_port, preload_env
+
+SERVER = """
+location = /upper {
+    content_by_lua_block {
+        ngx.say(require("echo_rt").rt():call("upper", "hi"))
+    }
+}
+"""
+
+
+def preflight(lib, opts="nil", cfg="nil"):
+    return (f'assert(require("resty.nbffi").preflight({lib}, {cfg},'
+            f' {opts}))')
+
+
+def start_fails(ngx):
+    """Starts ngx expecting nginx to refuse; returns its error log."""
+    ngx.port = free_port()
+    ngx.write_conf()
+    r = subprocess.run(
+        [NGINX, "-p", str(ngx.prefix), "-c",
+         str(ngx.prefix / "conf" / "nginx.conf"),
+         "-e", str(ngx.prefix / "logs" / "error.log")],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        env={**os.environ, **ngx.env, **preload_env()})
+    assert r.returncode != 0, "nginx started"
+    return ngx.error_log() + r.stderr
+
+
+@pytest.fixture
+def echo_conf(tmp_path, nbffi_build, echo_env):
+    """Nginx(**kw) with the C runtime's env, not started."""
+    def make(**kw):
+        here = Path(__file__).resolve().parent
+        return Nginx(tmp_path / "nginx", env=echo_env,
+                     lua_path=[here / "lua" / "?.lua"], **kw)
+    return make
+
+
+def test_a_good_library_passes(echo_nginx, balanced):
+    ngx = echo_nginx(server=SERVER,
+                     init=preflight('os.getenv("NBFFI_ECHO_LIB")',
+                                    cfg='"threads=1"'))
+    assert ngx.get("/upper").text == "HI\n"
+    balanced(ngx, workers=1)
+
+
+def test_missing_path(echo_conf):
+    log = start_fails(echo_conf(init=preflight('"/nope/libkvrt.so"')))
+    assert "init_by_lua error" in log
+    assert ("nbffi.preflight: cannot load runtime library: /nope/libkvrt.so:"
+            " cannot open shared object file: No such file or directory"
+            in log), log
+
+
+def test_short_name_not_found(echo_conf, tmp_path):
+    log = start_fails(echo_conf(init=preflight(
+        '"kvrt"', f'{{ search_path = "{tmp_path}/a:{tmp_path}/b" }}')))
+    assert (f'nbffi.preflight: cannot load runtime library: kvrt: not found:'
+            f' no libkvrt.so in search path "{tmp_path}/a:{tmp_path}/b",'
+            f' and the dynamic linker finds neither libkvrt.so nor kvrt'
+            in log), log
+
+
+def test_not_an_nbffi_library(echo_conf):
+    log = start_fails(echo_conf(init=preflight('"libc.so.6"')))
+    assert ("nbffi.preflight: runtime library lacks an entry point:"
+            " libc.so.6: no nbffi_runtime_abi: not an nbffi runtime library"
+            in log), log
+
+
+def test_another_abi(echo_conf, tmp_path):
+    src = tmp_path / "old.c"
+    src.write_text("unsigned nbffi_runtime_abi(void) { return 1; }\n"
+                   "int nbffi_runtime_init(void) { return 0; }\n")
+    lib = tmp_path / "libold.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(src)],
+                   check=True)
+    log = start_fails(echo_conf(init=preflight(f'"{lib}"')))
+    assert (f"nbffi.preflight: runtime library built for another ABI"
+            f" version: {lib}: built for nbffi ABI 1, this libnbffi has"
+            f" ABI 2" in log), log
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
+def test_worker_user_cannot_read(echo_conf, tmp_path, echo_env):
+    lib = tmp_path / "libprivate.so"
+    shutil.copy(echo_env["NBFFI_ECHO_LIB"], lib)
+    lib.chmod(0o600)
+    log = start_fails(echo_conf(init=preflight(
+        f'"{lib}"', '{ user = "nobody" }')))
+    assert (f"nbffi.preflight: cannot load runtime library: {lib}: cannot"
+            f" open shared object file: Permission denied (as the workers'"
+            f" user nobody)" in log), log
+    log = start_fails(echo_conf(init=preflight(
+        f'"{lib}"', '{ user = "no-such-user" }')))
+    assert ('nbffi.preflight: operation not permitted: no user'
+            ' "no-such-user"' in log), log
+
+
+def test_failing_check_of_the_cfg(echo_conf):
+    # the C runtime checks its cfg in the child as its init would
+    log = start_fails(echo_conf(init=preflight(
+        'os.getenv("NBFFI_ECHO_LIB")', cfg='"threads=99"')))
+    assert "nbffi.preflight: runtime init failed: " in log, log
+    assert "threads" in log
+
+
+def test_reload_keeps_the_old_configuration(echo_nginx, balanced):
+    ngx = echo_nginx(server=SERVER,
+                     init=preflight('os.getenv("NBFFI_ECHO_LIB")'))
+    (worker,) = ngx.worker_pids()
+    ngx._blocks["init"] = preflight('"/nope/libkvrt.so"')
+    ngx.write_conf()
+    ngx.proc.send_signal(signal.SIGHUP)
+    ngx.wait_log(r"\[error\] .*init_by_lua error.*nbffi.preflight: cannot"
+                 r" load runtime library: /nope/libkvrt.so")
+    # the old configuration serves on, with the same worker
+    assert ngx.get("/upper").text == "HI\n"
+    assert ngx.worker_pids() == [worker]
+    balanced(ngx, workers=1)
+
+
+def test_nginx_t_runs_no_init_by_lua(echo_conf):
+    """Debian's nginx -t does not run init_by_lua* (docs/operations.md says
+    so): the preflight fails the start and the reload, not the test."""
+    ngx = echo_conf(init=preflight('"/nope/libkvrt.so"'))
+    ngx.port = free_port()
+    ngx.write_conf()
+    r = subprocess.run(
+        [NGINX, "-t", "-p", str(ngx.prefix), "-c",
+         str(ngx.prefix / "conf" / "nginx.conf")],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        env={**os.environ, **ngx.env, **preload_env()})
+    ran = "nbffi.preflight" in r.stderr + ngx.error_log()
+    assert ran == (r.returncode != 0), (r.returncode, r.stderr)
