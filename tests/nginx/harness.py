@@ -194,6 +194,22 @@ class Nginx:
         raise RuntimeError("nginx did not start:\n" + self.error_log()[-3000:]
                            + self.stderr()[-2000:])
 
+    def start_fails(self, timeout=60):
+        """Starts nginx expecting it to refuse (an init_by_lua error, a
+        bad directive); returns its error log and stderr."""
+        self.port = free_port()
+        self.write_conf()
+        r = subprocess.run(
+            [NGINX, "-p", str(self.prefix), "-c",
+             str(self.prefix / "conf" / "nginx.conf"),
+             "-e", str(self.prefix / "logs" / "error.log")],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=timeout,
+            env={**os.environ, **self.env,
+                 **preload_env(self.env.get("LD_PRELOAD"))})
+        assert r.returncode != 0, "nginx started"
+        return self.error_log() + r.stderr
+
     def _wait_ready(self, timeout):
         end = time.monotonic() + timeout
         while time.monotonic() < end:

@@ -94,14 +94,21 @@ location = /py {
 
 
 @pytest.fixture
-def py_nginx(nginx, nbffi_build, tmp_path):
-    """nginx(...) with $NBFFI_PYTHON_LIB, the cfgs of RUNTIMES in the
-    environment and the t_py Lua helper on lua_package_path."""
+def py_lib(nbffi_build):
+    """libnbffi_python.so of the build (skips the test if not built)."""
     lib = nbffi_build / "shims" / "python" / "libnbffi_python.so"
     if not lib.exists():
         if os.environ.get("NBFFI_PYTHON_SUITE"):
             pytest.fail(f"{lib} is missing")
         pytest.skip(f"{lib} is not built (python3-dev missing?)")
+    return lib
+
+
+@pytest.fixture
+def py_nginx(nginx, py_lib, tmp_path):
+    """nginx(...) with $NBFFI_PYTHON_LIB, the cfgs of RUNTIMES in the
+    environment and the t_py Lua helper on lua_package_path."""
+    lib = py_lib
     lua = tmp_path / "lua"
     lua.mkdir()
     (lua / "t_py.lua").write_text(T_PY_LUA)

@@ -27,20 +27,6 @@ def preflight(lib, opts="nil", cfg="nil"):
             f' {opts}))')
 
 
-def start_fails(ngx):
-    """Starts ngx expecting nginx to refuse; returns its error log."""
-    ngx.port = free_port()
-    ngx.write_conf()
-    r = subprocess.run(
-        [NGINX, "-p", str(ngx.prefix), "-c",
-         str(ngx.prefix / "conf" / "nginx.conf"),
-         "-e", str(ngx.prefix / "logs" / "error.log")],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
-        env={**os.environ, **ngx.env, **preload_env()})
-    assert r.returncode != 0, "nginx started"
-    return ngx.error_log() + r.stderr
-
-
 @pytest.fixture
 def echo_conf(tmp_path, nbffi_build, echo_env):
     """Nginx(**kw) with the C runtime's env, not started."""
@@ -60,7 +46,7 @@ def test_a_good_library_passes(echo_nginx, balanced):
 
 
 def test_missing_path(echo_conf):
-    log = start_fails(echo_conf(init=preflight('"/nope/libkvrt.so"')))
+    log = echo_conf(init=preflight('"/nope/libkvrt.so"')).start_fails()
     assert "init_by_lua error" in log
     assert ("nbffi.preflight: cannot load runtime library: /nope/libkvrt.so:"
             " cannot open shared object file: No such file or directory"
@@ -68,8 +54,9 @@ def test_missing_path(echo_conf):
 
 
 def test_short_name_not_found(echo_conf, tmp_path):
-    log = start_fails(echo_conf(init=preflight(
-        '"kvrt"', f'{{ search_path = "{tmp_path}/a:{tmp_path}/b" }}')))
+    ngx = echo_conf(init=preflight(
+        '"kvrt"', f'{{ search_path = "{tmp_path}/a:{tmp_path}/b" }}'))
+    log = ngx.start_fails()
     assert (f'nbffi.preflight: cannot load runtime library: kvrt: not found:'
             f' no libkvrt.so in search path "{tmp_path}/a:{tmp_path}/b",'
             f' and the dynamic linker finds neither libkvrt.so nor kvrt'
@@ -77,7 +64,7 @@ def test_short_name_not_found(echo_conf, tmp_path):
 
 
 def test_not_an_nbffi_library(echo_conf):
-    log = start_fails(echo_conf(init=preflight('"libc.so.6"')))
+    log = echo_conf(init=preflight('"libc.so.6"')).start_fails()
     assert ("nbffi.preflight: runtime library lacks an entry point:"
             " libc.so.6: no nbffi_runtime_abi: not an nbffi runtime library"
             in log), log
@@ -90,7 +77,7 @@ def test_another_abi(echo_conf, tmp_path):
     lib = tmp_path / "libold.so"
     subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(src)],
                    check=True)
-    log = start_fails(echo_conf(init=preflight(f'"{lib}"')))
+    log = echo_conf(init=preflight(f'"{lib}"')).start_fails()
     assert (f"nbffi.preflight: runtime library built for another ABI"
             f" version: {lib}: built for nbffi ABI 1, this libnbffi has"
             f" ABI 2" in log), log
@@ -101,21 +88,23 @@ def test_worker_user_cannot_read(echo_conf, tmp_path, echo_env):
     lib = tmp_path / "libprivate.so"
     shutil.copy(echo_env["NBFFI_ECHO_LIB"], lib)
     lib.chmod(0o600)
-    log = start_fails(echo_conf(init=preflight(
-        f'"{lib}"', '{ user = "nobody" }')))
+    ngx = echo_conf(init=preflight(f'"{lib}"', '{ user = "nobody" }'))
+    log = ngx.start_fails()
     assert (f"nbffi.preflight: cannot load runtime library: {lib}: cannot"
             f" open shared object file: Permission denied (as the workers'"
             f" user nobody)" in log), log
-    log = start_fails(echo_conf(init=preflight(
-        f'"{lib}"', '{ user = "no-such-user" }')))
+    ngx = echo_conf(init=preflight(f'"{lib}"',
+                                   '{ user = "no-such-user" }'))
+    log = ngx.start_fails()
     assert ('nbffi.preflight: operation not permitted: no user'
             ' "no-such-user"' in log), log
 
 
 def test_failing_check_of_the_cfg(echo_conf):
     # the C runtime checks its cfg in the child as its init would
-    log = start_fails(echo_conf(init=preflight(
-        'os.getenv("NBFFI_ECHO_LIB")', cfg='"threads=99"')))
+    ngx = echo_conf(init=preflight('os.getenv("NBFFI_ECHO_LIB")',
+                                   cfg='"threads=99"'))
+    log = ngx.start_fails()
     assert "nbffi.preflight: runtime init failed: " in log, log
     assert "threads" in log
 
