@@ -114,10 +114,12 @@ def py_nginx(nginx, py_lib, tmp_path):
     (lua / "t_py.lua").write_text(T_PY_LUA)
 
     def start(server=CALL,
-              init_worker='assert(require("resty.nbffi").init())', **kw):
+              init_worker='assert(require("resty.nbffi").init())', env=None,
+              **kw):
         return nginx(server=server, init_worker=init_worker,
                      env={"NBFFI_PYTHON_LIB": str(lib),
-                          "T_PY_HANDLERS": str(HANDLERS), **RUNTIMES},
+                          "T_PY_HANDLERS": str(HANDLERS), **RUNTIMES,
+                          **(env or {})},
                      lua_path=[lua / "?.lua"], **kw)
     return start
 
