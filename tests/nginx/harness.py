@@ -380,6 +380,49 @@ def _is_zombie(pid):
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
+# /hello calls method "hello" with "x" on the runtime of $T_DEPLOY_LIB and
+# $T_DEPLOY_CFG (nil: ""), for the deploy tests.
+DEPLOY_SERVER = """
+location = /hello {
+    content_by_lua_block {
+        local nbffi = require "resty.nbffi"
+        local rt, err = nbffi.load(os.getenv("T_DEPLOY_LIB"),
+                                   os.getenv("T_DEPLOY_CFG"))
+        local reply = rt and rt:call("hello", "x", 10)
+        if not reply then
+            ngx.status = 500
+        end
+        ngx.print(reply or err)
+    }
+}
+"""
+
+# /redeploy runs Lua code (%s: docs/operations.md's close and load) with
+# nbffi, lib and cfg those of /hello, then prints the state of rt.
+REDEPLOY = """
+location = /redeploy {
+    content_by_lua_block {
+        local nbffi = require "resty.nbffi"
+        local lib = os.getenv("T_DEPLOY_LIB")
+        local cfg = os.getenv("T_DEPLOY_CFG")
+%s
+        ngx.print(rt:state())
+    }
+}
+"""
+
+
+def wait_reply(ngx, path, want, timeout=20):
+    """Requests path until it answers want (a new runtime or new workers
+    take over at their pace); returns the last answer's text."""
+    end = time.monotonic() + timeout
+    while True:
+        r = ngx.get(path)
+        if r.text == want or time.monotonic() > end:
+            return r.text
+        time.sleep(0.05)
+
+
 class Load:
     """A client that requests path from concurrency threads for seconds,
     one new connection per request (so that a reload never closes a

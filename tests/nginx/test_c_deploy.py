@@ -4,30 +4,12 @@ and no request fails."""
 
 import subprocess
 import sys
-import time
 
-from harness import REPO, Load, Nginx, build_dir
+from harness import (DEPLOY_SERVER, REPO, Load, Nginx, build_dir,
+                     wait_reply)
 
 sys.path.insert(0, str(REPO / "tests" / "docs"))
 from docblocks import doc_block  # noqa: E402
-
-SERVER = """
-location = /hello {
-    content_by_lua_block {
-        local nbffi = require "resty.nbffi"
-        local rt, err = nbffi.load(os.getenv("T_DEPLOY_LIB"))
-        if not rt then
-            ngx.status = 500
-            return ngx.say(err)
-        end
-        local reply, err = rt:call("hello", "x", 5)
-        if not reply then
-            ngx.status = 500
-        end
-        ngx.say(reply or err)
-    }
-}
-"""
 
 INIT_WORKER = """
 local nbffi = require "resty.nbffi"
@@ -47,15 +29,6 @@ def build_hello(out, greeting):
     return out
 
 
-def wait_reply(ngx, path, want, timeout=20):
-    end = time.monotonic() + timeout
-    while True:
-        r = ngx.get(path)
-        if r.text == want or time.monotonic() > end:
-            return r.text
-        time.sleep(0.05)
-
-
 def test_install_then_reload_under_load(nginx, tmp_path, balanced):
     recipe = doc_block("operations.md", "build the new library")
     assert "install -m 0644 " in recipe and "nginx -s reload" in recipe
@@ -64,12 +37,12 @@ def test_install_then_reload_under_load(nginx, tmp_path, balanced):
     subprocess.run(["install", "-m", "0644",
                     str(build_hello(tmp_path / "v1.so", "hello, ")),
                     str(live)], check=True)
-    ngx = nginx(server=SERVER, init_worker=INIT_WORKER, workers=2,
+    ngx = nginx(server=DEPLOY_SERVER, init_worker=INIT_WORKER, workers=2,
                 env={"T_DEPLOY_LIB": str(live)})
-    assert ngx.get("/hello").text == "hello, x\n"
+    assert ngx.get("/hello").text == "hello, x"
 
     load = Load(ngx, "/hello", 4, 8, lambda r: r.status == 200 and
-                r.body in (b"hello, x\n", b"howdy, x\n")).start()
+                r.body in (b"hello, x", b"howdy, x")).start()
     inode = live.stat().st_ino
     # the recipe: the new build lands under a new inode, then a reload
     new = build_hello(tmp_path / "v2.so", "howdy, ")
@@ -77,7 +50,7 @@ def test_install_then_reload_under_load(nginx, tmp_path, balanced):
                    check=True)
     assert live.stat().st_ino != inode
     old = ngx.reload()
-    assert wait_reply(ngx, "/hello", "howdy, x\n") == "howdy, x\n"
+    assert wait_reply(ngx, "/hello", "howdy, x") == "howdy, x"
     ok, failed = load.join()
     assert failed == [] and ok > 0
     Nginx.wait_gone(old)

@@ -3,45 +3,29 @@ same (lib, cfg) starts a runtime that imports the changed handler module
 again; under load, no request fails (docs/operations.md)."""
 
 import json
+import sys
 
-from harness import Load
+from harness import DEPLOY_SERVER, REDEPLOY, REPO, Load
 from pyhelp import py_lib, py_nginx  # noqa: F401
 
-SERVER = """
-location = /hello {
-    content_by_lua_block {
-        local nbffi = require "resty.nbffi"
-        local rt, err = nbffi.load(os.getenv("NBFFI_PYTHON_LIB"),
-                                   os.getenv("T_DEPLOY_CFG"))
-        local reply = rt and rt:call("hello", "x", 10)
-        if not reply then
-            ngx.status = 500
-        end
-        ngx.print(reply or err)
-    }
-}
-location = /redeploy {
-    content_by_lua_block {
-        local nbffi = require "resty.nbffi"
-        local lib = os.getenv("NBFFI_PYTHON_LIB")
-        local cfg = os.getenv("T_DEPLOY_CFG")
-        assert(assert(nbffi.load(lib, cfg)):close())
-        local rt = assert(nbffi.load(lib, cfg))
-        ngx.print(rt:state())
-    }
-}
-"""
+sys.path.insert(0, str(REPO / "tests" / "docs"))
+from docblocks import doc_block  # noqa: E402
+
+SERVER = DEPLOY_SERVER + REDEPLOY % doc_block(
+    "operations.md", "in a location or timer of each worker")
 
 V1 = "def hello(payload):\n    return b'v1:' + payload\n"
 V2 = "def hello(payload):\n    return b'v2:' + payload\n"
 
 
-def test_close_and_load_imports_the_new_code(py_nginx, tmp_path, balanced):
+def test_close_and_load_imports_the_new_code(py_nginx, py_lib, tmp_path,
+                                             balanced):
     handlers = tmp_path / "handlers"
     handlers.mkdir()
     (handlers / "t_deploy.py").write_text(V1)
     cfg = json.dumps({"handler": "t_deploy", "path": [str(handlers)]})
-    ngx = py_nginx(server=SERVER, env={"T_DEPLOY_CFG": cfg})
+    ngx = py_nginx(server=SERVER,
+                   env={"T_DEPLOY_LIB": str(py_lib), "T_DEPLOY_CFG": cfg})
     assert ngx.get("/hello").text == "v1:x"
 
     load = Load(ngx, "/hello", 4, 8, lambda r: r.status == 200 and
