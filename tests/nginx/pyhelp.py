@@ -93,8 +93,7 @@ location = /py {
 """
 
 
-@pytest.fixture
-def py_lib(nbffi_build):
+def python_lib(nbffi_build):
     """libnbffi_python.so of the build (skips the test if not built)."""
     lib = nbffi_build / "shims" / "python" / "libnbffi_python.so"
     if not lib.exists():
@@ -105,10 +104,15 @@ def py_lib(nbffi_build):
 
 
 @pytest.fixture
-def py_nginx(nginx, py_lib, tmp_path):
+def py_lib(nbffi_build):
+    return python_lib(nbffi_build)
+
+
+@pytest.fixture
+def py_nginx(nginx, nbffi_build, tmp_path):
     """nginx(...) with $NBFFI_PYTHON_LIB, the cfgs of RUNTIMES in the
     environment and the t_py Lua helper on lua_package_path."""
-    lib = py_lib
+    lib = python_lib(nbffi_build)
     lua = tmp_path / "lua"
     lua.mkdir()
     (lua / "t_py.lua").write_text(T_PY_LUA)
