@@ -156,6 +156,39 @@ def test_metrics_over_two_workers(echo_nginx, balanced):
     balanced(ngx)
 
 
+CLOSE = """
+location = /temp {
+    content_by_lua_block {
+        local rt = assert(require("resty.nbffi").load(
+            os.getenv("NBFFI_ECHO_LIB"), "threads=3", { name = "temp" }))
+        for _ = 1, 3 do
+            assert(rt:call("echo", "x"))
+        end
+        ngx.say(rt:close())
+    }
+}
+"""
+
+
+def test_a_closed_runtime_keeps_its_counts(echo_nginx, balanced):
+    ngx = echo_nginx(http=DICT, server=SERVER + CLOSE)
+    assert ngx.get("/temp").text == "true\n"
+
+    def gone(fams):
+        workers = fams.get("nbffi_runtime_workers")
+        states = [s for s in (workers.samples if workers else [])
+                  if s.labels["runtime"] == "temp"]
+        return posted(fams, "temp") == 3 and not states
+
+    fams = scrape_until(ngx, gone)[1]
+    # its last counts were flushed after it was freed; its gauges left
+    assert posted(fams, "temp") == 3
+    assert sample(fams, "nbffi_calls_completed",
+                  "nbffi_calls_completed_total", runtime="temp") == 3
+    assert gone(fams)
+    balanced(ngx, workers=1)
+
+
 def test_no_dict_no_metrics(echo_nginx, balanced):
     ngx = echo_nginx(server=SERVER)
     assert ngx.get("/call?m=echo&p=hi").text == "hi\n"
