@@ -36,6 +36,7 @@ local error = error
 local getmetatable = getmetatable
 local pairs = pairs
 local setmetatable = setmetatable
+local io_open = io.open
 local io_stderr = io.stderr
 local os_date = os.date
 local pcall = pcall
@@ -892,6 +893,38 @@ function _M.serve_ready(name)
 end
 
 
+-- The user directive of the nginx.conf this master reads ("name" or
+-- "name:group"), or nil: the file named by -c (else the build's conf
+-- path) under the prefix, its top-level lines only (not its includes).
+local function conf_user()
+    local f = io_open("/proc/self/cmdline")
+    local cmdline = f and f:read("*a") or ""
+    if f then
+        f:close()
+    end
+    local path = cmdline:match("%z%-c%z([^%z]+)")
+                 or ngx.config.nginx_configure():match("%-%-conf%-path=(%S+)")
+                 or "conf/nginx.conf"
+    if path:sub(1, 1) ~= "/" then
+        path = ngx.config.prefix() .. path
+    end
+    f = io_open(path)
+    if not f then
+        return nil
+    end
+    local text = f:read("*a")
+    f:close()
+    for line in text:gmatch("[^\n]+") do
+        local name, group = line:match("^%s*user%s+([%w_.-]+)%s*([%w_.-]*)"
+                                       .. "%s*;")
+        if name then
+            return group ~= "" and name .. ":" .. group or name
+        end
+    end
+    return nil
+end
+
+
 -- Checks in init_by_lua* (nginx's master) that lib would load and start
 -- in the workers, without starting it here (libnbffi does it all in a
 -- forked child); true, or nil and why.
@@ -914,7 +947,15 @@ function _M.preflight(lib, cfg, opts)
     end
     local search_path = check_opt(opts, "search_path", "string", "preflight")
     local global = check_opt(opts, "global", "boolean", "preflight")
-    local user = check_opt(opts, "user", "string", "preflight")
+    local user = opts.user
+    if user == nil then
+        user = conf_user()
+    elseif user == false then
+        user = nil
+    elseif type(user) ~= "string" then
+        error("bad option 'user' to 'preflight' (string or false expected,"
+              .. " got " .. type(user) .. ")", 2)
+    end
     local timeout = check_opt(opts, "timeout", "number", "preflight")
                     or DEFAULT_PREFLIGHT_TIMEOUT
     check_seconds(timeout, "timeout", "preflight")

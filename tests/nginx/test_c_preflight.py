@@ -100,6 +100,33 @@ def test_worker_user_cannot_read(echo_conf, tmp_path, echo_env):
             ' "no-such-user"' in log), log
 
 
+class NobodyNginx(Nginx):
+    """Workers as nobody: the user line of nginx.conf says so."""
+
+    def write_conf(self):
+        super().write_conf()
+        conf = self.prefix / "conf" / "nginx.conf"
+        conf.write_text(conf.read_text().replace("user root;",
+                                                 "user nobody nogroup;"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
+def test_the_user_directive_is_the_default(tmp_path, nbffi_build, echo_env):
+    lib = tmp_path / "libprivate.so"
+    shutil.copy(echo_env["NBFFI_ECHO_LIB"], lib)
+    lib.chmod(0o600)
+    ngx = NobodyNginx(tmp_path / "nginx", env=echo_env,
+                      init=preflight(f'"{lib}"'))
+    log = ngx.start_fails()
+    assert ("Permission denied (as the workers' user nobody:nogroup)"
+            in log), log
+    # user = false: no check of the user
+    ngx = NobodyNginx(tmp_path / "nginx2", env=echo_env,
+                      init=preflight(f'"{lib}"', "{ user = false }")
+                      + "\nerror('preflight passed')")
+    assert "preflight passed" in ngx.start_fails()
+
+
 def test_failing_check_of_the_cfg(echo_conf):
     # the C runtime checks its cfg in the child as its init would
     ngx = echo_conf(init=preflight('os.getenv("NBFFI_ECHO_LIB")',
