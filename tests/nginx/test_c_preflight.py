@@ -136,6 +136,24 @@ def test_failing_check_of_the_cfg(echo_conf):
     assert "threads" in log
 
 
+WORKER = """
+location = /preflight {
+    content_by_lua_block {
+        ngx.say(select(2, require("resty.nbffi").preflight(
+            os.getenv("NBFFI_ECHO_LIB"))))
+    }
+}
+"""
+
+
+def test_not_in_a_worker(echo_nginx, balanced):
+    # it blocks for the child: a worker must not wait on it
+    ngx = echo_nginx(server=WORKER)
+    assert ngx.get("/preflight").text == (
+        "nbffi.preflight: only in init_by_lua* (it blocks for the check)\n")
+    balanced(ngx, workers=1)
+
+
 def test_reload_keeps_the_old_configuration(echo_nginx, balanced):
     ngx = echo_nginx(server=SERVER,
                      init=preflight('os.getenv("NBFFI_ECHO_LIB")'))
