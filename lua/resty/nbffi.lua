@@ -948,11 +948,7 @@ function _M.preflight(lib, cfg, opts)
     local search_path = check_opt(opts, "search_path", "string", "preflight")
     local global = check_opt(opts, "global", "boolean", "preflight")
     local user = opts.user
-    if user == nil then
-        user = conf_user()
-    elseif user == false then
-        user = nil
-    elseif type(user) ~= "string" then
+    if user ~= nil and user ~= false and type(user) ~= "string" then
         error("bad option 'user' to 'preflight' (string or false expected,"
               .. " got " .. type(user) .. ")", 2)
     end
@@ -970,6 +966,11 @@ function _M.preflight(lib, cfg, opts)
     then
         return nil, "nbffi.preflight: cannot load runtime library: empty"
                     .. " name, or a NUL byte in it or in search_path"
+    end
+    if user == nil then
+        user = conf_user()
+    elseif user == false then
+        user = nil
     end
 
     local buf = ffi_new("char[?]", PREFLIGHT_MSG)
