@@ -191,6 +191,25 @@ NBFFI_EXTERN int nbffi_thread_create(void *thread /* pthread_t * */,
 NBFFI_EXTERN int nbffi_thread_join(void *thread /* pthread_t * */,
     int64_t deadline_ns);
 
+/*
+ * Host thread of a process that has no threads of its own to keep safe
+ * across fork() (nginx's master in init_by_lua, a deploy script): checks
+ * that lib would load as nbffi_runtime_load() would load it in a worker --
+ * found (path, or short name through search_path and the dynamic linker),
+ * readable by user ("name" or "name:group", as nginx's user directive;
+ * NULL or when not root: this process's user), exporting the entry
+ * points, of this ABI version -- and, if the library exports
+ * nbffi_runtime_check, that it accepts cfg.  Nothing of the library runs
+ * in the caller: all of it happens in a forked child that _exits, killed
+ * at deadline_ns (nbffi_now_ns clock; 0: none).  Blocks until then.
+ * Returns 0, or NBFFI_ELOAD, NBFFI_ESYM, NBFFI_EABI, NBFFI_EINIT (the
+ * check refused cfg), NBFFI_EPERM (no such user), NBFFI_ETIMEDOUT or
+ * NBFFI_EIO, with a NUL-terminated message in err (err_len bytes).
+ */
+NBFFI_EXTERN int nbffi_preflight(const char *lib, const char *search_path,
+    const void *cfg, size_t cfg_len, unsigned flags, const char *user,
+    int64_t deadline_ns, char *err, size_t err_len);
+
 /* Sizes of the opaque types, for binding writers. */
 NBFFI_EXTERN size_t nbffi_host_size(void);
 NBFFI_EXTERN size_t nbffi_task_size(void);
@@ -528,6 +547,18 @@ NBFFI_EXTERN uint64_t nbffi_task_id(nbffi_task_t *task);
  * without threads of its own may omit fini.
  */
 typedef unsigned (*nbffi_runtime_abi_fn)(void);
+/*
+ * Optional fourth entry point, for nbffi_preflight():
+ *     int nbffi_runtime_check(const void *cfg, size_t cfg_len, char *err,
+ *         size_t err_len);
+ * runs in a short-lived child process before any worker exists: checks
+ * what init would need of cfg without starting the runtime for real
+ * (files, directories, modules that must exist); 0 when fine, else
+ * non-zero with a NUL-terminated message in err.  It may start an
+ * interpreter: the process _exits right after.
+ */
+typedef int (*nbffi_runtime_check_fn)(const void *cfg, size_t cfg_len,
+    char *err, size_t err_len);
 typedef int (*nbffi_runtime_init_fn)(nbffi_queue_t *q, const void *cfg,
     size_t cfg_len, void **data, char *err, size_t err_len);
 typedef int (*nbffi_runtime_fini_fn)(void *data, int64_t deadline_ns);

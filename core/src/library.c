@@ -31,26 +31,51 @@ int
 nbffi__library_open(nbffi_runtime_t *rt, nbffi_runtime_init_fn *init,
     char *err, size_t err_len)
 {
+    int    rc;
+    void  *dl;
+
+    rc = nbffi__library_load(rt->lib, rt->search_path, rt->flags, &dl, init,
+                             err, err_len);
+    if (rc != 0) {
+        return rc;
+    }
+
+    rt->dl = dl;
+    *(void **) &rt->fini = dlsym(dl, "nbffi_runtime_fini");
+    return 0;
+}
+
+
+/*
+ * Any thread that may run a library's constructors.  Finds and opens lib
+ * (flags: NBFFI_LOAD_*) and checks its entry points and ABI version: 0
+ * with the handle in *dl and init in *init, else NBFFI_ELOAD, NBFFI_ESYM
+ * or NBFFI_EABI with a message in err.
+ */
+int
+nbffi__library_load(const char *lib, const char *search_path,
+    unsigned flags, void **dl, nbffi_runtime_init_fn *init, char *err,
+    size_t err_len)
+{
     int                   mode;
-    void                 *dl;
     unsigned              abi;
     nbffi_runtime_abi_fn  abi_fn;
 
     mode = RTLD_NOW | RTLD_NODELETE
-           | ((rt->flags & NBFFI_LOAD_GLOBAL) ? RTLD_GLOBAL : RTLD_LOCAL);
+           | ((flags & NBFFI_LOAD_GLOBAL) ? RTLD_GLOBAL : RTLD_LOCAL);
 
-    dl = nbffi__library_find(rt->lib, rt->search_path, mode, err, err_len);
-    if (dl == NULL) {
+    *dl = nbffi__library_find(lib, search_path, mode, err, err_len);
+    if (*dl == NULL) {
         return NBFFI_ELOAD;
     }
 
-    *(void **) &abi_fn = dlsym(dl, "nbffi_runtime_abi");
-    *(void **) init = dlsym(dl, "nbffi_runtime_init");
+    *(void **) &abi_fn = dlsym(*dl, "nbffi_runtime_abi");
+    *(void **) init = dlsym(*dl, "nbffi_runtime_init");
 
     if (abi_fn == NULL || *init == NULL) {
         nbffi__set_err(err, err_len, "%s: no %s: not an nbffi runtime library",
-                       rt->lib, abi_fn == NULL ? "nbffi_runtime_abi"
-                                               : "nbffi_runtime_init");
+                       lib, abi_fn == NULL ? "nbffi_runtime_abi"
+                                           : "nbffi_runtime_init");
         return NBFFI_ESYM;
     }
 
@@ -58,13 +83,11 @@ nbffi__library_open(nbffi_runtime_t *rt, nbffi_runtime_init_fn *init,
     if (abi != NBFFI_ABI_VERSION) {
         nbffi__set_err(err, err_len,
                        "%s: built for nbffi ABI %u, this libnbffi has ABI %u:"
-                       " rebuild the runtime library", rt->lib, abi,
+                       " rebuild the runtime library", lib, abi,
                        NBFFI_ABI_VERSION);
         return NBFFI_EABI;
     }
 
-    rt->dl = dl;
-    *(void **) &rt->fini = dlsym(dl, "nbffi_runtime_fini");
     return 0;
 }
 
@@ -127,9 +150,10 @@ nbffi__library_find(const char *lib, const char *search_path, int mode,
     }
 
     if (dl == NULL && !found) {
-        nbffi__set_err(err, err_len, "%s: not found in search path \"%s\" "
-                       "nor by dlopen: %s", lib,
-                       search_path ? search_path : "", dlerror());
+        nbffi__set_err(err, err_len, "%s: not found: no lib%s.so in search "
+                       "path \"%s\", and the dynamic linker finds neither "
+                       "lib%s.so nor %s: %s", lib, lib,
+                       search_path ? search_path : "", lib, lib, dlerror());
     }
 
     return dl;

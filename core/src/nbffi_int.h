@@ -355,5 +355,8 @@ void nbffi__runtime_count(nbffi_runtime_t *rt, uint64_t ok, uint64_t failed,
 /* library.c */
 int nbffi__library_open(nbffi_runtime_t *rt, nbffi_runtime_init_fn *init,
     char *err, size_t err_len);
+int nbffi__library_load(const char *lib, const char *search_path,
+    unsigned flags, void **dl, nbffi_runtime_init_fn *init, char *err,
+    size_t err_len);
 
 #endif /* NBFFI_INT_H */

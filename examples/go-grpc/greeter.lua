@@ -26,7 +26,7 @@ local rt, load_err
 function _M.init(lib, target)
     assert(nbffi.init())
     rt, load_err = nbffi.load(lib, cjson.encode({ target = target }),
-                              { timeout = 5 })
+                              { timeout = 5, name = "greeter" })
     if not rt then
         ngx.log(ngx.ERR, "greeter: ", load_err)
     end

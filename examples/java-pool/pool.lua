@@ -10,7 +10,7 @@ local rt, load_err
 -- wait for it, and if it fails they return its error.
 function _M.init(lib, cfg)
     assert(nbffi.init())
-    rt, load_err = nbffi.load(lib, cfg)
+    rt, load_err = nbffi.load(lib, cfg, { name = "java-pool" })
     if not rt then
         ngx.log(ngx.ERR, "java-pool: ", load_err)
     end

@@ -44,7 +44,8 @@ end
 local function runtime()
     local lib = getenv("NBFFI_PYTHON_LIB")
                 or repo .. "/build/shims/python/libnbffi_python.so"
-    return nbffi.load(lib, cfg(), { max_queue = 4096, timeout = 10 })
+    return nbffi.load(lib, cfg(), { max_queue = 4096, timeout = 10,
+                                    name = "ml" })
 end
 
 

@@ -1,21 +1,24 @@
 -- resty.nbffi: call long-lived foreign runtimes (Go, Python, Java, C) that
 -- live in their own threads inside the nginx worker, without blocking it.
 --
--- The public API: nbffi.load, rt:call, rt:close, rt:state, rt:stats and
--- the worker-exit shutdown.  A call posts a task through libnbffi and
--- waits on its waiter record (resty.nbffi.waiters) until this worker's
--- dispatcher (resty.nbffi.dispatcher) delivers the reply.  Starting and
--- stopping a runtime happen on threads of libnbffi; their outcome comes
--- back as life-cycle tasks, delivered like replies.
+-- The public API: nbffi.load, rt:call, rt:close, rt:state, rt:stats,
+-- readiness (nbffi.ready, nbffi.serve_ready) and the worker-exit
+-- shutdown.  A call posts a task through libnbffi and waits on its waiter
+-- record (resty.nbffi.waiters) until this worker's dispatcher
+-- (resty.nbffi.dispatcher) delivers the reply.  Starting and stopping a
+-- runtime happen on threads of libnbffi; their outcome comes back as
+-- life-cycle tasks, delivered like replies.
 
 local ffi = require "ffi"
 local core = require "resty.nbffi.core"
 local waiters = require "resty.nbffi.waiters"
 local dispatcher = require "resty.nbffi.dispatcher"
 local spin = require "resty.nbffi.spin"
+local metrics = require "resty.nbffi.metrics"
 
 local ngx = ngx
 local get_phase = ngx.get_phase
+local timer_every = ngx.timer.every
 local ngx_worker_pid = ngx.worker.pid
 local ALERT = ngx.ALERT
 local ERR = ngx.ERR
@@ -25,18 +28,22 @@ local NOTICE = ngx.NOTICE
 local C = core.C
 local now_ns = core.now_ns
 local strerror = core.strerror
+local observe = metrics.observe
 local ffi_new = ffi.new
 local ffi_string = ffi.string
 
 local error = error
 local getmetatable = getmetatable
+local pairs = pairs
 local setmetatable = setmetatable
+local io_open = io.open
 local io_stderr = io.stderr
 local os_date = os.date
 local pcall = pcall
 local select = select
 local table_concat = table.concat
 local table_remove = table.remove
+local table_sort = table.sort
 local tonumber = tonumber
 local tostring = tostring
 local type = type
@@ -63,6 +70,8 @@ local DEFAULT_LOAD_TIMEOUT = 30 -- s, a start
 local DEFAULT_CLOSE_TIMEOUT = 5 -- s, a stop, when nothing else says
 local MIN_EXIT_CLOSE = 0.5      -- s a runtime gets at worker exit, at least
 local DEFAULT_SPIN = 20         -- us, the most a caller spins
+local DEFAULT_PREFLIGHT_TIMEOUT = 10  -- s, a preflight's check
+local PREFLIGHT_MSG = 2048      -- bytes of a preflight's message
 -- Deadlines (ns) from here on do not fit libnbffi's int64: such calls get
 -- none there (a timeout of ~146 years or more).
 local MAX_DEADLINE = 2 ^ 62
@@ -96,7 +105,13 @@ local runtime = {}              -- methods of runtime objects
 -- per worker; the master never creates a host (threads do not survive
 -- fork).
 local loaded = {}               -- lib .. "\0" .. cfg -> runtime, not closed
+-- The same key -> the runtime last loaded with it, until closed: a failed
+-- one too (loaded forgets it, so that the next load tries again), for
+-- readiness
+local tracked = {}
 local all_rts = {}              -- runtimes whose handle is not yet freed
+local retired = {}              -- freed since the last metrics flush
+local metrics_on                -- the flush timer runs
 local exit_started              -- ns when the worker began to exit
 local shutdown_ms               -- worker_shutdown_timeout, read at start
 local log_level               -- the error log's, read when the host is made
@@ -186,6 +201,9 @@ local function free_handle(rt)
     end
     rt._last_stats = runtime.stats(rt)
     rt._freed = true
+    if rt._m then
+        retired[#retired + 1] = rt  -- its last counts are not flushed yet
+    end
     C.nbffi_runtime_free(rt._ptr)
     for i = #all_rts, 1, -1 do
         if all_rts[i] == rt then
@@ -262,11 +280,40 @@ local function on_exit_start()
 end
 
 
+-- The metrics timer: this worker's counters and gauges to the dict.
+local function flush_metrics(premature)
+    local rts = {}
+    for i = 1, #all_rts do
+        local rt = all_rts[i]
+        if rt._m then
+            rts[#rts + 1] = { rt._m, runtime.stats(rt), runtime.state(rt) }
+        end
+    end
+    for i = 1, #retired do
+        rts[#rts + 1] = { retired[i]._m, retired[i]._last_stats }
+        retired[i] = nil
+    end
+    local ok, err = pcall(metrics.flush, rts, premature)
+    if not ok then
+        dispatcher.log(ERR, "nbffi: metrics: ", err)
+    end
+end
+
+
 local function get_host()
     local h, err = dispatcher.host(final_shutdown, on_exit_start)
     if h and not log_level then
         log_level = dispatcher.log_level()
         shutdown_ms = shutdown_timeout_ms()
+    end
+    if h and not metrics_on and metrics.enabled() then
+        local ok, terr = timer_every(metrics.FLUSH, flush_metrics)
+        if ok then
+            metrics_on = true
+        else
+            dispatcher.log(ERR, "nbffi: cannot start the metrics timer: ",
+                           terr)
+        end
     end
     return h, err
 end
@@ -357,6 +404,38 @@ local function wait_started(rt)
 end
 
 
+-- The options of nbffi.load that a later load of the same (lib, cfg)
+-- cannot change: the runtime exists already.
+local LOAD_OPTS = {
+    "max_queue", "max_payload", "timeout", "load_timeout", "close_timeout",
+    "spin", "borrow_min", "global", "search_path", "name",
+}
+
+
+-- A later load of rt's (lib, cfg) gets rt: says once which of the options
+-- it gives differ from those rt was loaded with, and are thus ignored.
+local function warn_ignored(rt, opts)
+    if rt._warned then
+        return
+    end
+    local first = rt._opts
+    local ignored = {}
+    for i = 1, #LOAD_OPTS do
+        local k = LOAD_OPTS[i]
+        local v = opts[k]
+        if v ~= nil and v ~= first[k] then
+            ignored[#ignored + 1] = k .. "=" .. tostring(v)
+        end
+    end
+    if #ignored > 0 then
+        rt._warned = true
+        dispatcher.log(WARN, "nbffi.load: ", rt._name, " is loaded already:"
+                       .. " options of this load ignored (the first load's"
+                       .. " stay): ", table_concat(ignored, ", "))
+    end
+end
+
+
 -- Loads a runtime library and starts a runtime in it, once per worker for
 -- the same (lib, cfg).
 function _M.load(lib, cfg, opts)
@@ -390,6 +469,7 @@ function _M.load(lib, cfg, opts)
                        or BORROW_MIN
     local global = check_opt(opts, "global", "boolean", "load")
     local search_path = check_opt(opts, "search_path", "string", "load")
+    local name = check_opt(opts, "name", "string", "load") or lib
 
     if max_queue < 0 or max_queue > 0xffffffff
        or max_queue ~= math_floor(max_queue)
@@ -426,6 +506,7 @@ function _M.load(lib, cfg, opts)
     local key = lib .. "\0" .. cfg
     local rt = loaded[key]
     if rt then
+        warn_ignored(rt, opts)
         return wait_started(rt)
     end
 
@@ -460,6 +541,17 @@ function _M.load(lib, cfg, opts)
         _err = false,
         _load_rec = false,
         _last_stats = false,
+        _m = metrics.enabled() and metrics.new(name) or false,
+        _name = name,
+        -- the options in effect, for warn_ignored
+        _opts = {
+            max_queue = max_queue, max_payload = max_payload,
+            timeout = timeout, load_timeout = load_timeout,
+            close_timeout = close_timeout, spin = spin_us,
+            borrow_min = borrow_min, global = global or false,
+            search_path = search_path or false, name = name,
+        },
+        _warned = false,
     }, rt_mt)
 
     local task = task_out[0]
@@ -474,6 +566,7 @@ function _M.load(lib, cfg, opts)
     rt._load_rec = rec
 
     loaded[key] = rt
+    tracked[key] = rt
     all_rts[#all_rts + 1] = rt
     return wait_started(rt)
 end
@@ -625,16 +718,23 @@ function runtime.call(self, method, payload, opts)
         dispatcher.reap()
     end
 
+    local m = self._m
     if not rec.done then
         local err = dispatcher.wait(rec)
         if not rec.done then
             if not rec.gone then
                 waiters.give_up(id, rec)
             end
+            if m then
+                observe(m, method, now, false)
+            end
             return nil, err or "timeout"
         end
     end
 
+    if m then
+        observe(m, method, now, rec.status == 0 and not rec.err)
+    end
     return result(rec)
 end
 
@@ -659,6 +759,9 @@ function runtime.close(self, timeout)
     self._closed = true
     if loaded[self._key] == self then
         loaded[self._key] = nil
+    end
+    if tracked[self._key] == self then
+        tracked[self._key] = nil
     end
 
     -- a finite timeout of centuries stays a deadline libnbffi can hold
@@ -741,6 +844,168 @@ setmetatable(runtime, {
     end,
 })
 rt_mt.__index = runtime
+
+
+-- Readiness of this worker's runtimes named name (every one when nil):
+-- true when all are ready, and one "name: state[: error]" line each,
+-- sorted.  A name with no runtime is not ready.
+local function readiness(name)
+    if name ~= nil and type(name) ~= "string" then
+        error("bad argument #1 to 'ready' (string expected, got "
+              .. type(name) .. ")", 3)
+    end
+    local lines = {}
+    local ok = true
+    for _, rt in pairs(tracked) do
+        if name == nil or rt._name == name then
+            local state, err = runtime.state(rt)
+            if state ~= "ready" then
+                ok = false
+            end
+            lines[#lines + 1] = rt._name .. ": " .. state
+                                .. (err and ": " .. tostring(err) or "")
+        end
+    end
+    if name ~= nil and #lines == 0 then
+        return false, name .. ": not loaded"
+    end
+    table_sort(lines)
+    return ok, table_concat(lines, "\n")
+end
+
+
+-- true, or nil and why: for health checks, in any worker context.
+function _M.ready(name)
+    local ok, report = readiness(name)
+    if ok then
+        return true
+    end
+    return nil, report
+end
+
+
+-- A health check's whole answer, in content_by_lua*: 200 when ready, else
+-- 503; the body lists the runtimes and their states.
+function _M.serve_ready(name)
+    local ok, report = readiness(name)
+    ngx.status = ok and 200 or 503
+    ngx.header["Content-Type"] = "text/plain"
+    ngx.header["Cache-Control"] = "no-store"
+    ngx.say(report ~= "" and report or "no runtime loaded")
+end
+
+
+-- The user directive of the nginx.conf this master reads ("name" or
+-- "name:group"), or nil: the file named by -c (else the build's conf
+-- path) under the prefix, its top-level lines only (not its includes).
+local function conf_user()
+    local f = io_open("/proc/self/cmdline")
+    local cmdline = f and f:read("*a") or ""
+    if f then
+        f:close()
+    end
+    local path = cmdline:match("%z%-c%z([^%z]+)")
+                 or ngx.config.nginx_configure():match("%-%-conf%-path=(%S+)")
+                 or "conf/nginx.conf"
+    if path:sub(1, 1) ~= "/" then
+        path = ngx.config.prefix() .. path
+    end
+    f = io_open(path)
+    if not f then
+        return nil
+    end
+    local text = f:read("*a")
+    f:close()
+    for line in text:gmatch("[^\n]+") do
+        local name, group = line:match("^%s*user%s+([%w_.-]+)%s*([%w_.-]*)"
+                                       .. "%s*;")
+        if name then
+            return group ~= "" and name .. ":" .. group or name
+        end
+    end
+    return nil
+end
+
+
+-- Checks in init_by_lua* (nginx's master) that lib would load and start
+-- in the workers, without starting it here (libnbffi does it all in a
+-- forked child); true, or nil and why.
+function _M.preflight(lib, cfg, opts)
+    if type(lib) ~= "string" then
+        error("bad argument #1 to 'preflight' (string expected, got "
+              .. type(lib) .. ")", 2)
+    end
+    if cfg == nil then
+        cfg = ""
+    elseif type(cfg) ~= "string" then
+        error("bad argument #2 to 'preflight' (string expected, got "
+              .. type(cfg) .. ")", 2)
+    end
+    if opts == nil then
+        opts = {}
+    elseif type(opts) ~= "table" then
+        error("bad argument #3 to 'preflight' (table expected, got "
+              .. type(opts) .. ")", 2)
+    end
+    local search_path = check_opt(opts, "search_path", "string", "preflight")
+    local global = check_opt(opts, "global", "boolean", "preflight")
+    local user = opts.user
+    if user ~= nil and user ~= false and type(user) ~= "string" then
+        error("bad option 'user' to 'preflight' (string or false expected,"
+              .. " got " .. type(user) .. ")", 2)
+    end
+    local timeout = check_opt(opts, "timeout", "number", "preflight")
+                    or DEFAULT_PREFLIGHT_TIMEOUT
+    check_seconds(timeout, "timeout", "preflight")
+
+    -- it blocks until the child is done: fine before nginx serves only
+    if get_phase() ~= "init" then
+        return nil, "nbffi.preflight: only in init_by_lua* (it blocks for"
+                    .. " the check)"
+    end
+    if lib == "" or str_find(lib, "\0", 1, true)
+       or (search_path and str_find(search_path, "\0", 1, true))
+    then
+        return nil, "nbffi.preflight: cannot load runtime library: empty"
+                    .. " name, or a NUL byte in it or in search_path"
+    end
+    if user == nil then
+        user = conf_user()
+    elseif user == false then
+        user = nil
+    end
+
+    local buf = ffi_new("char[?]", PREFLIGHT_MSG)
+    local rc = C.nbffi_preflight(lib, search_path, cfg, #cfg,
+                                 global and core.LOAD_GLOBAL or 0, user,
+                                 now_ns() + timeout * 1e9, buf,
+                                 PREFLIGHT_MSG)
+    if rc ~= 0 then
+        return nil, "nbffi.preflight: " .. strerror(rc) .. ": "
+                    .. ffi_string(buf)
+    end
+    return true
+end
+
+
+-- The Prometheus text of every worker's runtimes, or nil and an error.
+function _M.metrics_text()
+    return metrics.text()
+end
+
+
+-- A Prometheus scrape's whole answer, in content_by_lua*.
+function _M.metrics()
+    local text, err = metrics.text()
+    if not text then
+        ngx.status = 500
+        ngx.header["Content-Type"] = "text/plain"
+        ngx.say("nbffi.metrics: ", err)
+        return
+    end
+    ngx.header["Content-Type"] = "text/plain; version=0.0.4"
+    ngx.print(text)
+end
 
 
 -- This worker's task counters, for tests and monitoring.

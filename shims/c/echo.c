@@ -64,6 +64,8 @@ NBFFI_EXTERN unsigned nbffi_runtime_abi(void);
 NBFFI_EXTERN int nbffi_runtime_init(nbffi_queue_t *q, const void *cfg,
     size_t cfg_len, void **data, char *err, size_t err_len);
 NBFFI_EXTERN int nbffi_runtime_fini(void *data, int64_t deadline_ns);
+NBFFI_EXTERN int nbffi_runtime_check(const void *cfg, size_t cfg_len,
+    char *err, size_t err_len);
 
 static int echo_parse_cfg(echo_rt_t *rt, const char *cfg, size_t len,
     char *err, size_t err_len);
@@ -134,6 +136,21 @@ failed:
     (void) pthread_mutex_destroy(&rt->hold_lock);
     free(rt);
     return -1;
+}
+
+
+/*
+ * nbffi_preflight()'s check, in a short-lived child process: whether init
+ * would accept cfg.
+ */
+int
+nbffi_runtime_check(const void *cfg, size_t cfg_len, char *err,
+    size_t err_len)
+{
+    echo_rt_t  rt;
+
+    memset(&rt, 0, sizeof(rt));
+    return echo_parse_cfg(&rt, cfg, cfg_len, err, err_len);
 }
 
 

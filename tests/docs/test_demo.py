@@ -11,10 +11,13 @@ import re
 import signal
 import socket
 import subprocess
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,6 +55,32 @@ def free_ports():
                 continue
 
 
+def get(port, path):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}",
+                                    timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def demo_calls(port):
+    """Calls to the echo runtime in the demo's /metrics, once the worker
+    flushed them (once a second)."""
+    end = time.monotonic() + 10
+    while True:
+        status, text = get(port, "/metrics")
+        assert status == 200, text
+        for f in text_string_to_metric_families(text):
+            for s in f.samples:
+                if s.name == "nbffi_calls_posted_total" and \
+                        s.labels == {"runtime": "echo"} and s.value >= 1:
+                    return s.value
+        if time.monotonic() > end:
+            return 0
+        time.sleep(0.1)
+
+
 def worker_uids(nginx_master):
     uids = []
     for d in Path("/proc").iterdir():
@@ -82,6 +111,8 @@ def test_demo_serves_and_stops(sig, tmp_path):
         with urllib.request.urlopen(
                 f"http://127.0.0.1:{port}/upper?s=hello", timeout=10) as r:
             assert r.read().decode().strip() == "HELLO"
+        assert get(port, "/ready") == (200, "echo: ready\n")
+        assert demo_calls(port) >= 1
         [prefix] = list(tmp_path.glob("nbffi-demo.*"))
         master = int((prefix / "nginx.pid").read_text())
         uids = worker_uids(master)

@@ -18,12 +18,14 @@ GO = os.environ.get("GO") or shutil.which("go") or "/usr/local/go/bin/go"
 EXAMPLE = REPO / "examples" / "go-grpc"
 
 
-def go_build(module, pkg, out, shared, core):
+def go_build(module, pkg, out, shared, core, ldflags=None):
     """Builds pkg of the Go module at REPO/module into out, a c-shared
     library if shared, linking libnbffi from the directory core."""
     cmd = [GO, "build", "-o", str(out)]
     if shared:
         cmd.append("-buildmode=c-shared")
+    if ldflags:
+        cmd.append(f"-ldflags={ldflags}")
     r = subprocess.run(cmd + [pkg], cwd=REPO / module,
                        env={**os.environ, "CGO_LDFLAGS": f"-L{core}"},
                        capture_output=True, text=True)

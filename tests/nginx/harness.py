@@ -194,6 +194,22 @@ class Nginx:
         raise RuntimeError("nginx did not start:\n" + self.error_log()[-3000:]
                            + self.stderr()[-2000:])
 
+    def start_fails(self, timeout=60):
+        """Starts nginx expecting it to refuse (an init_by_lua error, a
+        bad directive); returns its error log and stderr."""
+        self.port = free_port()
+        self.write_conf()
+        r = subprocess.run(
+            [NGINX, "-p", str(self.prefix), "-c",
+             str(self.prefix / "conf" / "nginx.conf"),
+             "-e", str(self.prefix / "logs" / "error.log")],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=timeout,
+            env={**os.environ, **self.env,
+                 **preload_env(self.env.get("LD_PRELOAD"))})
+        assert r.returncode != 0, "nginx started"
+        return self.error_log() + r.stderr
+
     def _wait_ready(self, timeout):
         end = time.monotonic() + timeout
         while time.monotonic() < end:
@@ -362,6 +378,49 @@ def _is_zombie(pid):
     except OSError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+# /hello calls method "hello" with "x" on the runtime of $T_DEPLOY_LIB and
+# $T_DEPLOY_CFG (nil: ""), for the deploy tests.
+DEPLOY_SERVER = """
+location = /hello {
+    content_by_lua_block {
+        local nbffi = require "resty.nbffi"
+        local rt, err = nbffi.load(os.getenv("T_DEPLOY_LIB"),
+                                   os.getenv("T_DEPLOY_CFG"))
+        local reply = rt and rt:call("hello", "x", 10)
+        if not reply then
+            ngx.status = 500
+        end
+        ngx.print(reply or err)
+    }
+}
+"""
+
+# /redeploy runs Lua code (%s: docs/operations.md's close and load) with
+# nbffi, lib and cfg those of /hello, then prints the state of rt.
+REDEPLOY = """
+location = /redeploy {
+    content_by_lua_block {
+        local nbffi = require "resty.nbffi"
+        local lib = os.getenv("T_DEPLOY_LIB")
+        local cfg = os.getenv("T_DEPLOY_CFG")
+%s
+        ngx.print(rt:state())
+    }
+}
+"""
+
+
+def wait_reply(ngx, path, want, timeout=20):
+    """Requests path until it answers want (a new runtime or new workers
+    take over at their pace); returns the last answer's text."""
+    end = time.monotonic() + timeout
+    while True:
+        r = ngx.get(path)
+        if r.text == want or time.monotonic() > end:
+            return r.text
+        time.sleep(0.05)
 
 
 class Load:

@@ -93,24 +93,37 @@ location = /py {
 """
 
 
-@pytest.fixture
-def py_nginx(nginx, nbffi_build, tmp_path):
-    """nginx(...) with $NBFFI_PYTHON_LIB, the cfgs of RUNTIMES in the
-    environment and the t_py Lua helper on lua_package_path."""
+def python_lib(nbffi_build):
+    """libnbffi_python.so of the build (skips the test if not built)."""
     lib = nbffi_build / "shims" / "python" / "libnbffi_python.so"
     if not lib.exists():
         if os.environ.get("NBFFI_PYTHON_SUITE"):
             pytest.fail(f"{lib} is missing")
         pytest.skip(f"{lib} is not built (python3-dev missing?)")
+    return lib
+
+
+@pytest.fixture
+def py_lib(nbffi_build):
+    return python_lib(nbffi_build)
+
+
+@pytest.fixture
+def py_nginx(nginx, nbffi_build, tmp_path):
+    """nginx(...) with $NBFFI_PYTHON_LIB, the cfgs of RUNTIMES in the
+    environment and the t_py Lua helper on lua_package_path."""
+    lib = python_lib(nbffi_build)
     lua = tmp_path / "lua"
     lua.mkdir()
     (lua / "t_py.lua").write_text(T_PY_LUA)
 
     def start(server=CALL,
-              init_worker='assert(require("resty.nbffi").init())', **kw):
+              init_worker='assert(require("resty.nbffi").init())', env=None,
+              **kw):
         return nginx(server=server, init_worker=init_worker,
                      env={"NBFFI_PYTHON_LIB": str(lib),
-                          "T_PY_HANDLERS": str(HANDLERS), **RUNTIMES},
+                          "T_PY_HANDLERS": str(HANDLERS), **RUNTIMES,
+                          **(env or {})},
                      lua_path=[lua / "?.lua"], **kw)
     return start
 

@@ -120,7 +120,7 @@ def test_second_runtime_reuses_the_jvm(java_nginx, balanced):
     threads = jvm_threads(pid)
     assert threads.count("VM Thread") == 1
     assert threads.count("nbffi-poller-0") == 2     # one per runtime
-    ngx.wait_log(r"\[notice\] .*the JVM is already running: java_home and"
+    ngx.wait_log(r"\[warn\] .*the JVM is already running: java_home and"
                  r" jvm_option of io.nbffi.it.TestHandler are ignored")
     balanced(ngx, workers=1)
 

@@ -75,6 +75,10 @@ if not pcall(ffi.typeof, "nbffi_stats_t") then
     int nbffi_task_leaked(nbffi_task_t *task);
     void nbffi_task_release(nbffi_task_t *task);
     uint64_t nbffi_task_id(nbffi_task_t *task);
+
+    int nbffi_preflight(const char *lib, const char *search_path,
+        const void *cfg, size_t cfg_len, unsigned flags, const char *user,
+        int64_t deadline_ns, char *err, size_t err_len);
     ]]
 end
 

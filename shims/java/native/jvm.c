@@ -154,12 +154,38 @@ nbj_detach(void)
 }
 
 
+/*
+ * The libjvm.so cfg asks for: in java_home=, else $JAVA_HOME, else the
+ * default of the build.  0, or -1 with the reason in err.
+ */
+int
+nbj_jvm_lib_path(const nbj_cfg_t *cfg, char *path, size_t len, char *err,
+    size_t err_len)
+{
+    const char  *home;
+
+    home = cfg->java_home;
+    if (home == NULL) {
+        home = getenv("JAVA_HOME");
+    }
+    if (home == NULL || *home == '\0') {
+        home = NBJ_DEFAULT_JAVA_HOME;
+    }
+    if ((size_t) snprintf(path, len, "%s/lib/server/libjvm.so", home)
+        >= len)
+    {
+        (void) snprintf(err, err_len, "java_home too long");
+        return -1;
+    }
+    return 0;
+}
+
+
 /* Finds a running JVM or loads libjvm and creates one.  Under the lock. */
 static int
 nbj_jvm_open(const nbj_cfg_t *cfg, JNIEnv **env, int *created, char *err,
     size_t err_len)
 {
-    const char          *home;
     char                 path[4096];
     void                *lib;
     jsize                n;
@@ -175,17 +201,7 @@ nbj_jvm_open(const nbj_cfg_t *cfg, JNIEnv **env, int *created, char *err,
         return 0;
     }
 
-    home = cfg->java_home;
-    if (home == NULL) {
-        home = getenv("JAVA_HOME");
-    }
-    if (home == NULL || *home == '\0') {
-        home = NBJ_DEFAULT_JAVA_HOME;
-    }
-    if ((size_t) snprintf(path, sizeof(path), "%s/lib/server/libjvm.so",
-                          home) >= sizeof(path))
-    {
-        (void) snprintf(err, err_len, "java_home too long");
+    if (nbj_jvm_lib_path(cfg, path, sizeof(path), err, err_len) != 0) {
         return -1;
     }
 

@@ -64,6 +64,8 @@ int nbj_cfg_parse(nbj_cfg_t *cfg, const char *text, size_t len, char *err,
 void nbj_cfg_free(nbj_cfg_t *cfg);
 
 /* jvm.c */
+int nbj_jvm_lib_path(const nbj_cfg_t *cfg, char *path, size_t len,
+    char *err, size_t err_len);
 int nbj_jvm_enter(const nbj_cfg_t *cfg, const char *thread_name,
     JNIEnv **env, int *created, char *err, size_t err_len);
 JNIEnv *nbj_attach(const char *thread_name);

@@ -26,11 +26,14 @@
  * handlers clean up in Handler.close().
  */
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "nbj.h"
 
@@ -70,6 +73,8 @@ NBFFI_EXTERN unsigned nbffi_runtime_abi(void);
 NBFFI_EXTERN int nbffi_runtime_init(nbffi_queue_t *q, const void *cfg,
     size_t cfg_len, void **data, char *err, size_t err_len);
 NBFFI_EXTERN int nbffi_runtime_fini(void *data, int64_t deadline_ns);
+NBFFI_EXTERN int nbffi_runtime_check(const void *cfg, size_t cfg_len,
+    char *err, size_t err_len);
 
 static int nbj_start(nbj_rt_t *rt, JNIEnv **env);
 static int nbj_start_pollers(nbj_rt_t *rt);
@@ -150,6 +155,52 @@ failed:
 }
 
 
+/*
+ * nbffi_preflight()'s check, in a short-lived child process, without a
+ * JVM: the cfg parses, every classpath entry exists, the libjvm it names
+ * can be read.  (Whether the class is in the classpath takes a JVM: the
+ * start tells.)
+ */
+int
+nbffi_runtime_check(const void *cfg, size_t cfg_len, char *err,
+    size_t err_len)
+{
+    size_t       i;
+    char         path[4096];
+    nbj_cfg_t    c;
+    struct stat  st;
+
+    if (nbj_cfg_parse(&c, cfg, cfg_len, err, err_len) != 0) {
+        return -1;
+    }
+
+    for (i = 0; i < c.n_classpath; i++) {
+        if (stat(c.classpath[i], &st) != 0) {
+            (void) snprintf(err, err_len, "classpath entry %s: %s",
+                            c.classpath[i], strerror(errno));
+            goto failed;
+        }
+    }
+
+    if (nbj_jvm_lib_path(&c, path, sizeof(path), err, err_len) != 0) {
+        goto failed;
+    }
+    if (access(path, R_OK) != 0) {
+        (void) snprintf(err, err_len, "cannot read the JVM %s: %s (set"
+                        " java_home= in the cfg, or JAVA_HOME)", path,
+                        strerror(errno));
+        goto failed;
+    }
+
+    nbj_cfg_free(&c);
+    return 0;
+
+failed:
+    nbj_cfg_free(&c);
+    return -1;
+}
+
+
 int
 nbffi_runtime_fini(void *data, int64_t deadline_ns)
 {
@@ -199,7 +250,7 @@ nbj_start(nbj_rt_t *rt, JNIEnv **env)
     }
     e = *env;
     if (!created && (cfg->java_home != NULL || cfg->n_jvm_options > 0)) {
-        nbffi_logf(rt->q, NBFFI_LOG_NOTICE, NBJ_LOG_PREFIX "the JVM is"
+        nbffi_logf(rt->q, NBFFI_LOG_WARN, NBJ_LOG_PREFIX "the JVM is"
                    " already running: java_home and jvm_option of %s are"
                    " ignored", cfg->class_name);
     }

@@ -725,7 +725,7 @@ test_second_runtime_shares_the_jvm(fx_t *fx)
         fail("second load: %s", err);
     }
     free(cfg);
-    check(logged(fx, NBFFI_LOG_NOTICE, "the JVM is already running"));
+    check(logged(fx, NBFFI_LOG_WARN, "the JVM is already running"));
 
     /* Handlers are separate instances; the JVM is the same. */
     check_int(outcome_on(fx, rt2, "count", "", buf, sizeof(buf)), 0);

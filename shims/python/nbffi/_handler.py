@@ -6,21 +6,33 @@ defined in that module), a class (instantiated once, with the cfg's
 object (its public methods).  Names starting with ``_`` are never exposed;
 ``close`` is the shutdown hook, called once after the last call; a method
 ``X_batch`` serves calls to ``X`` in batches.
+
+The interpreter outlives runtimes (it is never finalized), and so does
+sys.modules: a runtime started after the handler module's file changed
+(``rt:close()`` then ``nbffi.load`` again) re-imports that module, so that
+it runs the new code.  Modules it imports are not re-imported.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
+import threading
 import types
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from ._config import BatchOptions, Config, ConfigError, batch_options
 
 BATCH_SUFFIX = "_batch"
 CLOSE_HOOK = "close"
 _BATCH_ATTR = "__nbffi_batch__"
+
+# module name -> (mtime_ns, size) of its file when a runtime imported it
+_stamps: Dict[str, Tuple[int, int]] = {}
+_stamps_lock = threading.Lock()
 
 
 def batch(max_size: int = 64, max_wait_ms: float = 0) -> Callable:
@@ -58,7 +70,7 @@ Entry = Union[Method, BatchMethod]
 def resolve(config: Config) -> Any:
     """Imports the module and returns the target object."""
     module_name, _, attr = config.handler.partition(":")
-    target: Any = importlib.import_module(module_name)
+    target: Any = _import(module_name)
     for part in filter(None, attr.split(".")):
         target = getattr(target, part)
     if isinstance(target, type):
@@ -67,6 +79,41 @@ def resolve(config: Config) -> Any:
         raise ConfigError(f'"options" is given but handler '
                           f'{config.handler!r} is not a class')
     return target
+
+
+def _stamp(module: types.ModuleType) -> Optional[Tuple[int, int]]:
+    path = getattr(module, "__file__", None)
+    try:
+        st = os.stat(path) if path else None
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size) if st else None
+
+
+def _import(name: str) -> types.ModuleType:
+    """The module, re-imported when its file changed since a runtime
+    imported it."""
+    with _stamps_lock:
+        module = sys.modules.get(name)
+        if module is not None and name in _stamps and \
+                _stamp(module) != _stamps[name]:
+            # the .pyc holds the source's mtime in seconds and its size:
+            # an edit within the same second and of the same size would
+            # pass for the old code
+            cached = getattr(module, "__cached__", None)
+            if cached:
+                try:
+                    os.unlink(cached)
+                except OSError:
+                    pass
+            importlib.invalidate_caches()
+            module = importlib.reload(module)
+        else:
+            module = importlib.import_module(name)
+        stamp = _stamp(module)
+        if stamp is not None:
+            _stamps[name] = stamp
+        return module
 
 
 def methods(target: Any, batch_cfg: Dict[str, Optional[BatchOptions]]) \

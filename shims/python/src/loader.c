@@ -81,6 +81,8 @@ NBFFI_EXTERN unsigned nbffi_runtime_abi(void);
 NBFFI_EXTERN int nbffi_runtime_init(nbffi_queue_t *q, const void *cfg,
     size_t cfg_len, void **data, char *err, size_t err_len);
 NBFFI_EXTERN int nbffi_runtime_fini(void *data, int64_t deadline_ns);
+NBFFI_EXTERN int nbffi_runtime_check(const void *cfg, size_t cfg_len,
+    char *err, size_t err_len);
 
 static int nbffi_py_interpreter(char *err, size_t err_len);
 static void *nbffi_py_interpreter_main(void *arg);
@@ -114,6 +116,51 @@ unsigned
 nbffi_runtime_abi(void)
 {
     return NBFFI_ABI_VERSION;
+}
+
+
+/*
+ * nbffi_preflight()'s check, in a short-lived child process (the
+ * interpreter it starts goes with it): nbffi._embed.check() of cfg --
+ * the cfg parses, its "path" and "venv" exist, the handler's module is
+ * found -- without importing the handler.
+ */
+int
+nbffi_runtime_check(const void *cfg, size_t cfg_len, char *err,
+    size_t err_len)
+{
+    int               rc;
+    PyObject         *res;
+    const char       *text;
+    PyGILState_STATE  gil;
+
+    if (nbffi_py_interpreter(err, err_len) != 0) {
+        return -1;
+    }
+
+    gil = PyGILState_Ensure();
+
+    rc = -1;
+    res = PyObject_CallMethod(nbffi_py_embed, "check", "y#",
+                              (const char *) cfg, (Py_ssize_t) cfg_len);
+    if (res == NULL) {
+        nbffi_py_error_text("python: ", err, err_len);
+
+    } else {
+        text = PyUnicode_AsUTF8(res);
+        if (text == NULL) {
+            nbffi_py_error_text("python: ", err, err_len);
+        } else if (*text != '\0') {
+            (void) snprintf(err, err_len, "%s", text);
+        } else {
+            rc = 0;
+        }
+        Py_DECREF(res);
+    }
+
+    PyGILState_Release(gil);
+
+    return rc;
 }
 
 

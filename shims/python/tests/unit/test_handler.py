@@ -123,3 +123,16 @@ def test_batch_decorator_checks_options():
         nbffi.batch(max_size=0)
     with pytest.raises(ValueError, match="max_wait_ms"):
         nbffi.batch(max_wait_ms="1")
+
+
+def test_a_changed_module_is_imported_again(module, tmp_path):
+    name, where = module("def hello(p): return b'v1'\n")
+    first, table = load(lambda _: (name, where), None)
+    assert table["hello"].fn(b"") == b"v1"
+    # unchanged: the same module, not run again
+    again, _ = load(lambda _: (name, where), None)
+    assert again is first
+    # the same size, within the same second: the .pyc must not win
+    (tmp_path / f"{name}.py").write_text("def hello(p): return b'v2'\n")
+    _, table = load(lambda _: (name, where), None)
+    assert table["hello"].fn(b"") == b"v2"
