@@ -697,6 +697,8 @@ static void
 nbffi__op_end(nbffi_runtime_t *rt, nbffi_task_t *task, int status,
     const char *msg)
 {
+    nbffi__thread_leaving();
+
     if (task != NULL) {
         nbffi__task_complete(task, status, msg);
     }
@@ -842,6 +844,7 @@ nbffi__bounded_main(void *arg)
     nbffi__bounded_t  *call = arg;
 
     call->fn(call);
+    nbffi__thread_leaving();
 
     pthread_mutex_lock(&call->lock);
     call->done = 1;

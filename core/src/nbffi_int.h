@@ -292,6 +292,9 @@ int nbffi__cond_init_monotonic(pthread_cond_t *cond);
 
 /* thread.c */
 int nbffi__thread_detached(void *(*fn)(void *), void *arg);
+/* Names the calling core thread "nbffi-exiting": its work is done (the
+ * runtime's threads, created before, keep the name they inherited). */
+void nbffi__thread_leaving(void);
 
 /* notify.c */
 int nbffi__notify_init(nbffi__notify_t *n, int socket);

@@ -58,6 +58,15 @@ nbffi__thread_detached(void *(*fn)(void *), void *arg)
 }
 
 
+/* A core thread about to end: named so that a count of the process's
+ * threads (ps -L, /proc/PID/task) can tell it from a runtime's. */
+void
+nbffi__thread_leaving(void)
+{
+    (void) pthread_setname_np(pthread_self(), "nbffi-exiting");
+}
+
+
 int
 nbffi_thread_join(void *thread, int64_t deadline_ns)
 {
