@@ -130,13 +130,20 @@ typedef enum {
                                             unchanged until the task is
                                             released (forever, if the task
                                             is leaked: nbffi_task_leaked) */
+#define NBFFI_CALL_STREAM          0x2u  /* the caller reads chunks sent
+                                            before the answer, see
+                                            nbffi_call_ex              */
 
 #define NBFFI_MAX_METHOD           255   /* bytes in a method name         */
+#define NBFFI_MAX_META             4096  /* bytes of a call's metadata     */
+#define NBFFI_MAX_EVENT_NAME       255   /* bytes in an event name         */
+#define NBFFI_STREAM_WINDOW        16    /* default chunks in flight       */
 
 typedef struct nbffi_host_s     nbffi_host_t;
 typedef struct nbffi_runtime_s  nbffi_runtime_t;
 typedef struct nbffi_queue_s    nbffi_queue_t;
 typedef struct nbffi_task_s     nbffi_task_t;
+typedef struct nbffi_event_s    nbffi_event_t;
 
 /* Frees a reply handed over with nbffi_task_respond_owned(). */
 typedef void (*nbffi_free_cb)(void *data, void *ud);
@@ -157,6 +164,18 @@ typedef struct {
     uint64_t  queued;      /* waiting in the request queue                 */
     uint64_t  refused;     /* calls refused because the queue was full     */
 } nbffi_stats_t;
+
+
+/* Per-host event counters, see nbffi_host_event_stats(). */
+typedef struct {
+    uint64_t  emitted;     /* accepted by nbffi_emit()                     */
+    uint64_t  delivered;   /* taken by the host (nbffi_host_event_next)    */
+    uint64_t  dropped;     /* refused: queue full, too large, no memory    */
+    uint64_t  queued;      /* waiting to be taken now                      */
+    uint64_t  queued_bytes;/* their names and data                         */
+    uint64_t  max_events;  /* the bounds, see nbffi_host_set_event_limit   */
+    uint64_t  max_bytes;
+} nbffi_event_stats_t;
 
 
 /* ---- anywhere --------------------------------------------------------- */
@@ -638,6 +657,246 @@ NBFFI_EXTERN int nbffi_task_respond(nbffi_task_t *task, int status,
     const void *data, size_t len);
 NBFFI_EXTERN int nbffi_task_respond_owned(nbffi_task_t *task, int status,
     void *data, size_t len, nbffi_free_cb free_cb, void *ud);
+
+
+/* ---- streams, events and metadata ------------------------------------- */
+
+/*
+ * Metadata.  A call may carry a small map (request id, traceparent, a
+ * tenant), encoded as pairs of NUL-terminated strings,
+ *     key NUL value NUL key NUL value NUL ...
+ * keys 1..255 bytes, values 0 or more bytes, neither holding NUL, at most
+ * NBFFI_MAX_META bytes in all.  libnbffi copies it with the task; the
+ * runtime reads it with the nbffi_task_meta*() getters and it is attached
+ * to the lines the runtime logs with nbffi_task_log().
+ *
+ * Streams.  A call posted with NBFFI_CALL_STREAM may be answered in
+ * chunks (nbffi_task_send) before its one final answer
+ * (nbffi_task_respond*).  At most `window' chunks are in flight: sent and
+ * not yet read by the host.  When the window is full, a send waits (or
+ * returns NBFFI_EQFULL when asked not to): a slow reader slows the
+ * runtime, memory stays bounded by window * the largest chunk.  When the
+ * host releases the task before it completed (the caller stopped reading,
+ * timed out, was killed), the stream is cancelled: queued chunks are
+ * freed, a waiting send returns NBFFI_ECANCELED and later sends return it
+ * at once.  The runtime still answers the task once, as always; that
+ * answer is dropped.  Chunks sent before the answer are read before the
+ * final status: the host reads chunks until none is left, then the
+ * status.
+ *
+ * Events.  A runtime may emit an event -- a name and bytes, no task -- at
+ * any time (nbffi_emit).  It goes to the host that loaded the runtime,
+ * into that host's bounded event queue, and wakes the host through the
+ * completion notifier.  Events of one emitting thread keep their order.
+ * An event that does not fit (queue full, too large, out of memory) is
+ * dropped and counted: nbffi_emit says so and nbffi_host_event_stats()
+ * counts it.
+ *
+ * Wake-ups.  Chunks and events signal the same notifier as completions,
+ * coalesced the same way.  After a wake-up the host takes, in any order,
+ * completions (nbffi_host_reap), streams with chunks
+ * (nbffi_host_reap_streams), events (nbffi_host_event_next) and log
+ * lines (nbffi_host_log_next); each of these re-arms the notifier before
+ * it looks, so nothing that arrives while the host is busy is missed.
+ */
+
+
+/* ---- host half: calls with metadata, streams -------------------------- */
+
+/*
+ * Host thread of host.  nbffi_call() with two more things:
+ *   meta, meta_len: the call's metadata (see above; NULL, 0: none), copied;
+ *   window: with NBFFI_CALL_STREAM in flags, the most chunks in flight
+ *           (0: NBFFI_STREAM_WINDOW; at most 65536).  Ignored without it.
+ * A stream task completes like a call: reaped once with its final status.
+ * Before that, nbffi_host_reap_streams() returns it whenever new chunks
+ * came, and nbffi_task_next_chunk() reads them.
+ * Errors: those of nbffi_call(); NBFFI_EINVAL for metadata not encoded as
+ * above or a window over 65536, NBFFI_E2BIG for metadata over
+ * NBFFI_MAX_META.  nbffi_call(...) is nbffi_call_ex(..., NULL, 0, 0).
+ */
+NBFFI_EXTERN int nbffi_call_ex(nbffi_host_t *host, nbffi_runtime_t *rt,
+    const char *method, size_t mlen, const void *payload, size_t plen,
+    const void *meta, size_t meta_len, int64_t deadline_ns, unsigned flags,
+    uint32_t window, nbffi_task_t **out);
+
+/*
+ * Host thread.  Moves up to max stream tasks of this host that got chunks
+ * since they were last returned to out[] and returns how many (oldest
+ * first).  The tasks stay the host's (not released, not reaped); read
+ * their chunks with nbffi_task_next_chunk().  A task may be returned with
+ * no chunk left to read (the host read them already): that is not an
+ * error.  Tasks the host released are never returned.  Re-arms the
+ * notifier.
+ */
+NBFFI_EXTERN int nbffi_host_reap_streams(nbffi_host_t *host,
+    nbffi_task_t **out, int max);
+
+/*
+ * Host thread, on a stream task the host holds (reaped or not).  Takes
+ * the oldest unread chunk: 1 and *data, *len set (the bytes are owned by
+ * the task, valid until the next nbffi_task_next_chunk() on it or its
+ * release), or 0 when none is waiting now.  Taking a chunk opens the
+ * window: a runtime thread waiting in nbffi_task_send() goes on.
+ * NBFFI_EINVAL on a task not posted with NBFFI_CALL_STREAM.  Once the
+ * task is reaped (its final status is known) and this returns 0, the
+ * stream has ended.
+ */
+NBFFI_EXTERN int nbffi_task_next_chunk(nbffi_task_t *task, const void **data,
+    size_t *len);
+
+/*
+ * Any thread holding a reference.  Chunks of a stream task sent and not
+ * yet read, and its window (0, 0 for a plain call).
+ */
+NBFFI_EXTERN unsigned nbffi_task_chunks(nbffi_task_t *task,
+    unsigned *window);
+
+
+/* ---- host half: events ------------------------------------------------ */
+
+/*
+ * Host thread.  Bounds the host's event queue: at most max_events events
+ * and max_bytes bytes (names and data) waiting (0: keep the bound; the
+ * defaults are 65536 events and 16 MiB).  One event is at most max_bytes.
+ * Events already queued stay.
+ */
+NBFFI_EXTERN void nbffi_host_set_event_limit(nbffi_host_t *host,
+    uint64_t max_events, uint64_t max_bytes);
+
+/*
+ * Host thread.  Takes the oldest waiting event: 1 and *ev set, or 0 when
+ * none is waiting.  The event is owned by the host and valid until the
+ * next nbffi_host_event_next() on this host or nbffi_host_free(); read it
+ * with the getters below.  Events are taken from the emitters in
+ * batches, so a burst costs one lock per batch, not per event.
+ */
+NBFFI_EXTERN int nbffi_host_event_next(nbffi_host_t *host,
+    nbffi_event_t **ev);
+
+/*
+ * Host thread, on the event last returned by nbffi_host_event_next().
+ * The name (NUL-terminated too) and the data are owned by the event.
+ * nbffi_event_runtime is the runtime that emitted it: a handle of this
+ * host, which may have been freed (nbffi_runtime_free) since -- compare
+ * it, do not use it.
+ */
+NBFFI_EXTERN const char *nbffi_event_name(nbffi_event_t *ev, size_t *len);
+NBFFI_EXTERN const void *nbffi_event_data(nbffi_event_t *ev, size_t *len);
+NBFFI_EXTERN nbffi_runtime_t *nbffi_event_runtime(nbffi_event_t *ev);
+
+/* Any thread.  A snapshot of the host's event counters. */
+NBFFI_EXTERN void nbffi_host_event_stats(nbffi_host_t *host,
+    nbffi_event_stats_t *out);
+
+
+/* ---- host half: log lines with metadata -------------------------------- */
+
+/*
+ * Host thread, NBFFI_HOST_LOG_QUEUE hosts.  The metadata of the line last
+ * returned by nbffi_host_log_next() (encoded as for nbffi_call_ex), valid
+ * until the next nbffi_host_log_next(); NULL and *len 0 when the line has
+ * none (it was not logged with nbffi_task_log).  On a host without a log
+ * queue, lines logged with nbffi_task_log carry their metadata as text at
+ * their end: " (key: value, key: value)".
+ */
+NBFFI_EXTERN const void *nbffi_host_log_meta(nbffi_host_t *host,
+    size_t *len);
+
+
+/* ---- runtime half: metadata ------------------------------------------- */
+
+/*
+ * Runtime threads, on a popped task not yet answered.  The value of key
+ * (klen bytes) in the call's metadata, NUL-terminated, with its length in
+ * *vlen (may be NULL); NULL when the call has no such key.  Views into the
+ * task, valid until it is answered.
+ */
+NBFFI_EXTERN const char *nbffi_task_meta(nbffi_task_t *task,
+    const char *key, size_t klen, size_t *vlen);
+
+/*
+ * Runtime threads, as above.  The i-th pair (from 0): 1 and *key, *klen,
+ * *val, *vlen set (NUL-terminated views, any out-pointer may be NULL), or
+ * 0 when there are i pairs or fewer.  nbffi_task_meta_raw gives the whole
+ * encoding (NULL, 0 when there is none), for shims that build a map.
+ */
+NBFFI_EXTERN int nbffi_task_meta_at(nbffi_task_t *task, unsigned i,
+    const char **key, size_t *klen, const char **val, size_t *vlen);
+NBFFI_EXTERN const void *nbffi_task_meta_raw(nbffi_task_t *task,
+    size_t *len);
+
+
+/* ---- runtime half: logging for a task ---------------------------------- */
+
+/*
+ * Runtime threads, on a popped task not yet answered.  nbffi_log() through
+ * the task's runtime, with the task's metadata attached to the line (see
+ * nbffi_host_log_meta), so that the host's log ties it to the request.
+ */
+NBFFI_EXTERN void nbffi_task_log(nbffi_task_t *task, int level,
+    const char *msg, size_t len);
+NBFFI_EXTERN void nbffi_task_logf(nbffi_task_t *task, int level,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+
+/* ---- runtime half: streams -------------------------------------------- */
+
+/*
+ * Runtime threads, on a popped task not yet answered.  The window of the
+ * stream the caller asked for (>= 1), or 0 when the task is a plain call
+ * (send chunks only to a caller that reads them).
+ */
+NBFFI_EXTERN unsigned nbffi_task_stream_window(nbffi_task_t *task);
+
+/*
+ * Runtime threads, on a popped stream task not yet answered (never after
+ * the answer: the task may be freed).  Sends one chunk: data (len bytes,
+ * 0 allowed, at most the runtime's max_payload) is copied.
+ *
+ * When the window is full, waits for the host to read a chunk, at most
+ * timeout_ns (-1: no limit but the task's deadline; 0: do not wait).
+ * Several threads may send on one task; chunks keep the order of the
+ * sends that returned 0.
+ *
+ * Returns 0 (queued), or:
+ *   NBFFI_EQFULL      the window stayed full (timeout_ns 0, or it
+ *                     passed): nothing was sent; send again later.  A
+ *                     runtime with its own event loop waits on
+ *                     nbffi_queue_fd(): it becomes readable when the
+ *                     window of a task that got NBFFI_EQFULL opens (or the
+ *                     task is cancelled); then retry the sends it holds;
+ *   NBFFI_ECANCELED   the host gave up the task (the caller stopped
+ *                     reading, timed out, or is gone): stop, and answer
+ *                     the task (the answer is dropped);
+ *   NBFFI_ETIMEDOUT   the task's deadline passed while the window stayed
+ *                     full;
+ *   NBFFI_ECLOSED     the runtime is being closed and the window stayed
+ *                     full (the host will not read more);
+ *   NBFFI_EPERM       the task is not a stream (nbffi_task_stream_window
+ *                     is 0);
+ *   NBFFI_E2BIG       len over max_payload;
+ *   NBFFI_ENOMEM, NBFFI_EINVAL.
+ * Any error means nothing was queued.
+ */
+NBFFI_EXTERN int nbffi_task_send(nbffi_task_t *task, const void *data,
+    size_t len, int64_t timeout_ns);
+
+
+/* ---- runtime half: events --------------------------------------------- */
+
+/*
+ * Runtime and core threads, any time between init and the end of fini
+ * (no task needed).  Emits an event to the host that loaded the runtime:
+ * name (nlen bytes, 1..NBFFI_MAX_EVENT_NAME, no NUL) and data (len bytes)
+ * are copied; never blocks on the host.  Returns 0 (queued), or
+ * NBFFI_EQFULL (the host's event queue is full: dropped and counted),
+ * NBFFI_E2BIG (larger than the host's max_bytes: dropped and counted),
+ * NBFFI_ENOMEM (dropped and counted), NBFFI_ECLOSED (the host is gone),
+ * NBFFI_EINVAL (bad name).
+ */
+NBFFI_EXTERN int nbffi_emit(nbffi_queue_t *q, const char *name, size_t nlen,
+    const void *data, size_t len);
 
 #ifdef __cplusplus
 }
