@@ -54,6 +54,8 @@ func init() {
 			panic("init exploded")
 		case "slow":
 			<-slowInit
+		case "emitter":
+			go emitUntilClosed(ctx)
 		}
 		nbffi.Logf(ctx, nbffi.LevelInfo, "started with %q", cfg)
 		return &state{cfg: string(cfg)}, nil

@@ -90,6 +90,21 @@ func init() {
 	})
 }
 
+var emitEnd = make(chan error, 1)
+
+// emitUntilClosed emits "beat" events from the init hook's ctx, ignoring
+// that ctx, until Emit refuses: the runtime is gone.
+func emitUntilClosed(ctx context.Context) {
+	for {
+		err := nbffi.Emit(ctx, "beat", nil)
+		if err != nil && !errors.Is(err, nbffi.ErrDropped) {
+			emitEnd <- err
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func sortStrings(s []string) []string {
 	for i := 1; i < len(s); i++ {
 		for j := i; j > 0 && s[j] < s[j-1]; j-- {
@@ -329,4 +344,24 @@ func TestEventFloodIsCounted(t *testing.T) {
 	if emitted, _, dropped := e.h.EventStats(); emitted != 10 || dropped != 90 {
 		t.Errorf("emitted %d, dropped %d", emitted, dropped)
 	}
+}
+
+func TestEmitAfterCloseIsRefused(t *testing.T) {
+	// A goroutine of the init hook that outlives the runtime gets
+	// ErrClosed from Emit, and never touches the freed queue.
+	e := newEnv(t, "")
+	rt := e.load("emitter")
+	if evs := e.h.WaitEvents(1, 10*time.Second); len(evs) == 0 ||
+		evs[0].Name != "beat" {
+		t.Fatalf("events: %v", evs)
+	}
+	if status, msg, err := rt.Close(10 * time.Second); err != nil || status != 0 {
+		t.Fatalf("close: %d %q %v", status, msg, err)
+	}
+	e.expectClosed(rt)
+	if err := within(t, emitEnd, "the emitter's end"); !errors.Is(err, nbffi.ErrClosed) {
+		t.Errorf("Emit after close: %v", err)
+	}
+	rt.Free()
+	e.h.Events()
 }

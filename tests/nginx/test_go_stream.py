@@ -174,3 +174,16 @@ def test_request_id_round_trip_and_log_lines(greeter, stream_nginx):
     line = ngx.wait_log(r'SayHello "meta"(?!:)')[0]
     assert rid in line, line
     ngx.assert_no_log(r"\[lua\] nbffi\.lua:\d+: drain_logs\(\).*SayHello")
+
+
+def test_deadline_is_a_timeout_not_a_runtime_error(greeter, stream_nginx):
+    # 20 streams whose first message would come after 1 s, with 50 ms to
+    # live: the Go handler returns ctx.Err() at the deadline, at the same
+    # time as Lua gives up; every caller sees its own "timeout", never
+    # "runtime error ...: context deadline exceeded".
+    ngx = stream_nginx(greeter().addr)
+    paths = [f"/hellos/stream?name=d{i}&count=1&delay_ms=1000&timeout=0.05"
+             for i in range(20)]
+    for r in ngx.many(paths, concurrency=20):
+        assert not isinstance(r, Exception), r
+        assert json.loads(r.body) == {"error": "timeout"}, r.body
