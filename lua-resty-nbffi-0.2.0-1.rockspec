@@ -53,6 +53,9 @@ cp -L build-rock/core/libnbffi.so build-rock/libnbffi.so]],
          ["resty.nbffi.dispatcher"] = "lua/resty/nbffi/dispatcher.lua",
          ["resty.nbffi.spin"] = "lua/resty/nbffi/spin.lua",
          ["resty.nbffi.waiters"] = "lua/resty/nbffi/waiters.lua",
+         ["resty.nbffi.events"] = "lua/resty/nbffi/events.lua",
+         ["resty.nbffi.meta"] = "lua/resty/nbffi/meta.lua",
+         ["resty.nbffi.stream"] = "lua/resty/nbffi/stream.lua",
       },
       lib = {
          -- a copy of the real file (not of the symlink), so that it

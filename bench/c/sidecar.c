@@ -5,6 +5,10 @@
  * many bytes, the framing of the Go, Python and Java sidecars.  Connections
  * stay open; each has a thread that serves one frame at a time.
  *
+ * A request frame "STREAM N M" is a server stream instead: the reply is N
+ * frames of M bytes (chunk i is M times 'a' + i % 26), then an empty
+ * frame that ends it -- the streaming counterpart of nbffi's "chunks".
+ *
  * Usage: sidecar SOCKET_PATH     (prints "listening" when ready)
  */
 
@@ -37,6 +41,7 @@ typedef struct {
 static void *sidecar_serve(void *arg);
 static int sidecar_fill(sidecar_conn_t *c, size_t need);
 static int sidecar_write(int fd, struct iovec *iov, int n);
+static int sidecar_stream(int fd, const char *req, size_t len);
 
 
 int
@@ -120,6 +125,15 @@ sidecar_serve(void *arg)
             break;
         }
 
+        if (n > 7 && memcmp(c->data + 4, "STREAM ", 7) == 0) {
+            if (sidecar_stream(c->fd, c->data + 4, n) != 0) {
+                break;
+            }
+            c->len -= 4 + (size_t) n;
+            memmove(c->data, c->data + 4 + n, c->len);
+            continue;
+        }
+
         /* the handler: echo, the reply is the payload */
         iov[0].iov_base = &hdr;
         iov[0].iov_len = 4;
@@ -196,4 +210,43 @@ sidecar_write(int fd, struct iovec *iov, int n)
         }
     }
     return 0;
+}
+
+
+/* "STREAM N M": N frames of M bytes, then an empty frame. */
+static int
+sidecar_stream(int fd, const char *req, size_t len)
+{
+    int            rc;
+    char           args[64], *chunk;
+    long           i, n, m;
+    uint32_t       hdr;
+    struct iovec   iov[2];
+
+    snprintf(args, sizeof(args), "%.*s",
+             (int) (len < sizeof(args) - 1 ? len : sizeof(args) - 1), req);
+    if (sscanf(args, "STREAM %ld %ld", &n, &m) != 2 || n < 0 || m < 0
+        || m > (long) SIDECAR_MAX_FRAME)
+    {
+        return -1;
+    }
+
+    chunk = malloc(m ? (size_t) m : 1);
+    if (chunk == NULL) {
+        return -1;
+    }
+
+    rc = 0;
+    for (i = 0; i <= n && rc == 0; i++) {
+        hdr = htonl(i < n ? (uint32_t) m : 0);
+        memset(chunk, 'a' + (int) (i % 26), (size_t) m);
+        iov[0].iov_base = &hdr;
+        iov[0].iov_len = 4;
+        iov[1].iov_base = chunk;
+        iov[1].iov_len = i < n ? (size_t) m : 0;
+        rc = sidecar_write(fd, iov, 2);
+    }
+
+    free(chunk);
+    return rc;
 }

@@ -56,7 +56,7 @@ extern "C" {
 #endif
 
 #define NBFFI_VERSION_MAJOR  0
-#define NBFFI_VERSION_MINOR  3
+#define NBFFI_VERSION_MINOR  2
 #define NBFFI_VERSION_PATCH  0
 
 /*

@@ -61,6 +61,21 @@ nbffi_host_new(nbffi_host_t **out, unsigned flags)
         return NBFFI_ENOMEM;
     }
 
+    if (nbffi__streams_init(&host->streams, &host->done) != 0) {
+        (void) pthread_mutex_destroy(&host->log.lock);
+        nbffi__done_destroy(&host->done);
+        free(host);
+        return NBFFI_ENOMEM;
+    }
+
+    if (nbffi__events_init(&host->events, &host->done) != 0) {
+        (void) pthread_mutex_destroy(&host->streams.lock);
+        (void) pthread_mutex_destroy(&host->log.lock);
+        nbffi__done_destroy(&host->done);
+        free(host);
+        return NBFFI_ENOMEM;
+    }
+
     *out = host;
     return 0;
 }
@@ -75,6 +90,11 @@ nbffi_host_free(nbffi_host_t *host)
     {
         return NBFFI_EBUSY;
     }
+
+    /* Events still queued are dropped; threads of an orphaned runtime
+     * that emit or send from now on find the host gone. */
+    nbffi__events_gone(&host->events);
+    nbffi__streams_gone(&host->streams);
 
     if (atomic_load(&host->orphans) != 0) {
         /* Threads of an orphaned runtime may still log through the host:
@@ -91,6 +111,8 @@ nbffi_host_free(nbffi_host_t *host)
     nbffi__done_destroy(&host->done);
     nbffi__log_destroy(&host->log);
     (void) pthread_mutex_destroy(&host->log.lock);
+    (void) pthread_mutex_destroy(&host->streams.lock);
+    (void) pthread_mutex_destroy(&host->events.lock);
     free(host);
     return 0;
 }
@@ -158,7 +180,18 @@ nbffi_call(nbffi_host_t *host, nbffi_runtime_t *rt, const char *method,
     size_t mlen, const void *payload, size_t plen, int64_t deadline_ns,
     unsigned flags, nbffi_task_t **out)
 {
-    int            rc;
+    return nbffi_call_ex(host, rt, method, mlen, payload, plen, NULL, 0,
+                         deadline_ns, flags, 0, out);
+}
+
+
+int
+nbffi_call_ex(nbffi_host_t *host, nbffi_runtime_t *rt, const char *method,
+    size_t mlen, const void *payload, size_t plen, const void *meta,
+    size_t meta_len, int64_t deadline_ns, unsigned flags, uint32_t window,
+    nbffi_task_t **out)
+{
+    int            rc, stream;
     nbffi_task_t  *task;
 
     if (host == NULL || rt == NULL || out == NULL
@@ -175,6 +208,17 @@ nbffi_call(nbffi_host_t *host, nbffi_runtime_t *rt, const char *method,
         return NBFFI_E2BIG;
     }
 
+    stream = (flags & NBFFI_CALL_STREAM) != 0;
+    if (meta_len != 0 || stream) {
+        rc = nbffi__meta_check(meta, meta_len);
+        if (rc != 0) {
+            return rc;
+        }
+        if (stream && window > 65536) {
+            return NBFFI_EINVAL;
+        }
+    }
+
     if (atomic_load_explicit(&rt->q.closed, memory_order_relaxed)) {
         goto closed;
     }
@@ -182,6 +226,15 @@ nbffi_call(nbffi_host_t *host, nbffi_runtime_t *rt, const char *method,
     task = nbffi__task_new(host, rt, method, mlen, payload, plen,
                            (flags & NBFFI_CALL_BORROW) != 0);
     if (task == NULL) {
+        return NBFFI_ENOMEM;
+    }
+
+    if ((meta_len != 0 || stream)
+        && nbffi__ext_new(task, meta, meta_len,
+                          stream ? (window ? window : NBFFI_STREAM_WINDOW)
+                                 : 0) != 0)
+    {
+        free(task);
         return NBFFI_ENOMEM;
     }
 
@@ -194,6 +247,7 @@ nbffi_call(nbffi_host_t *host, nbffi_runtime_t *rt, const char *method,
             atomic_fetch_add_explicit(&rt->refused, 1, memory_order_relaxed);
         }
         atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_relaxed);
+        nbffi__ext_free(task);
         free(task);
         if (rc == NBFFI_ECLOSED) {
             goto closed;
@@ -298,6 +352,9 @@ nbffi_task_release(nbffi_task_t *task)
      * nbffi_host_reap() free it when the completion arrives. */
     task->released = 1;
     atomic_store_explicit(&task->cancelled, 1, memory_order_relaxed);
+    if (task->ext != NULL) {
+        nbffi__ext_cancel(task);
+    }
 
     if (task->kind != NBFFI__TASK_CALL) {
         return;
@@ -318,6 +375,11 @@ static void
 nbffi__host_free_task(nbffi_task_t *task)
 {
     nbffi_host_t  *host = task->host;
+
+    if (task->ext != NULL) {
+        /* off the ready list; a send of an orphan's thread sees it */
+        nbffi__ext_cancel(task);
+    }
 
     if (task->leaked) {
         /* A thread of an orphaned runtime may still read it, never its
@@ -359,7 +421,9 @@ nbffi_host_wait(nbffi_host_t *host, int64_t deadline_ns)
 
     for ( ;; ) {
         if (nbffi__done_pending(&host->done)
-            || nbffi__log_pending(&host->log))
+            || nbffi__log_pending(&host->log)
+            || nbffi__streams_pending(&host->streams)
+            || nbffi__events_pending(&host->events))
         {
             return 1;
         }

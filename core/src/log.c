@@ -13,6 +13,8 @@
 
 static void nbffi__log_vprintf(nbffi__log_t *log, int level,
     const char *fmt, va_list ap);
+static size_t nbffi__log_meta_text(char *out, const char *msg, size_t len,
+    const char *meta, size_t meta_len);
 static const char *nbffi__level_name(int level);
 
 
@@ -40,6 +42,9 @@ nbffi__log_destroy(nbffi__log_t *log)
     log->head = NULL;
     log->tail = NULL;
     log->count = 0;
+
+    free(log->last);
+    log->last = NULL;
 }
 
 
@@ -61,6 +66,19 @@ nbffi__log_gone(nbffi__log_t *log)
 void
 nbffi__log_write(nbffi__log_t *log, int level, const char *msg, size_t len)
 {
+    nbffi__log_write_meta(log, level, msg, len, NULL, 0);
+}
+
+
+/*
+ * Any thread.  A line with metadata (encoded as for nbffi_call_ex, may be
+ * NULL): queued with the line, or written after it as text.
+ */
+void
+nbffi__log_write_meta(nbffi__log_t *log, int level, const char *msg,
+    size_t len, const char *meta, size_t meta_len)
+{
+    char                text[NBFFI__LOG_MAX_LEN + 2 * NBFFI_MAX_META + 8];
     nbffi__log_line_t  *line, *old;
 
     if (msg == NULL || len == 0) {
@@ -71,7 +89,16 @@ nbffi__log_write(nbffi__log_t *log, int level, const char *msg, size_t len)
         len = NBFFI__LOG_MAX_LEN;
     }
 
+    if (meta == NULL) {
+        meta_len = 0;
+    }
+
     if (!log->queued) {
+        if (meta_len != 0) {
+            len = nbffi__log_meta_text(text, msg, len, meta, meta_len);
+            msg = text;
+        }
+
         pthread_mutex_lock(&log->lock);
         if (log->gone) {
             /* void */
@@ -85,7 +112,7 @@ nbffi__log_write(nbffi__log_t *log, int level, const char *msg, size_t len)
         return;
     }
 
-    line = malloc(sizeof(nbffi__log_line_t) + len + 1);
+    line = malloc(sizeof(nbffi__log_line_t) + len + 1 + meta_len);
     if (line == NULL) {
         return;
     }
@@ -93,8 +120,12 @@ nbffi__log_write(nbffi__log_t *log, int level, const char *msg, size_t len)
     line->next = NULL;
     line->level = level;
     line->len = len;
+    line->meta_len = meta_len;
     memcpy(line->msg, msg, len);
     line->msg[len] = '\0';
+    if (meta_len != 0) {
+        memcpy(line->msg + len + 1, meta, meta_len);
+    }
 
     old = NULL;
 
@@ -229,6 +260,10 @@ nbffi_host_log_next(nbffi_host_t *host, int *level, char *buf, size_t len,
 
     pthread_mutex_unlock(&log->lock);
 
+    /* the previous line goes; this one stays for nbffi_host_log_meta */
+    free(log->last);
+    log->last = line;
+
     if (line == NULL) {
         return 0;
     }
@@ -240,9 +275,69 @@ nbffi_host_log_next(nbffi_host_t *host, int *level, char *buf, size_t len,
     n = line->len < len - 1 ? line->len : len - 1;
     memcpy(buf, line->msg, n);
     buf[n] = '\0';
-    free(line);
 
     return (int) n;
+}
+
+
+const void *
+nbffi_host_log_meta(nbffi_host_t *host, size_t *len)
+{
+    nbffi__log_line_t  *line = host->log.last;
+
+    if (line == NULL || line->meta_len == 0) {
+        if (len != NULL) {
+            *len = 0;
+        }
+        return NULL;
+    }
+
+    if (len != NULL) {
+        *len = line->meta_len;
+    }
+    return line->msg + line->len + 1;
+}
+
+
+/*
+ * msg, then " (key: value, key: value)" into out, which holds
+ * NBFFI__LOG_MAX_LEN + 2 * NBFFI_MAX_META + 8 bytes; returns the length.
+ * A pair of k + v bytes takes k + v + 2 encoded and at most k + v + 4 as
+ * text, and k + v + 2 >= 3: the text is less than twice the encoding.
+ */
+static size_t
+nbffi__log_meta_text(char *out, const char *msg, size_t len,
+    const char *meta, size_t meta_len)
+{
+    size_t       n, kl, vl;
+    const char  *p, *end;
+
+    memcpy(out, msg, len);
+    n = len;
+
+    out[n++] = ' ';
+    out[n++] = '(';
+
+    p = meta;
+    end = meta + meta_len;
+    while (p < end) {
+        kl = strlen(p);
+        vl = strlen(p + kl + 1);
+        if (p != meta) {
+            out[n++] = ',';
+            out[n++] = ' ';
+        }
+        memcpy(out + n, p, kl);
+        n += kl;
+        out[n++] = ':';
+        out[n++] = ' ';
+        memcpy(out + n, p + kl + 1, vl);
+        n += vl;
+        p += kl + 1 + vl + 1;
+    }
+
+    out[n++] = ')';
+    return n;
 }
 
 

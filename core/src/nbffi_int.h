@@ -10,6 +10,8 @@
  *   queue.c      the request queue of a runtime
  *   task.c       task memory, getters, answering
  *   held.c       the process-wide set of tasks held by runtimes
+ *   stream.c     calls with metadata and chunks, the host's ready streams
+ *   event.c      events: the host's bounded event queue
  *   log.c        log lines: queued for the host, or written out
  *   done.c       the done stack and its wake-up coalescing
  *   notify.c     the completion notifier: eventfd or unix socket
@@ -17,6 +19,10 @@
  *
  * Lock order: nbffi_runtime_t.life_lock, then nbffi_queue_t.lock, then a
  * stripe of held.c, then nbffi__log_t.lock.  The done stack is lock-free.
+ * nbffi__ext_t.lock (a stream's chunks), then nbffi__streams_t.lock (the
+ * host's ready streams); nbffi__events_t.lock alone.  Each of these may
+ * be held while the host's notifier is written, never while waiting for
+ * another thread.
  */
 
 #ifndef NBFFI_INT_H
@@ -113,6 +119,7 @@ struct nbffi__log_line_s {
     nbffi__log_line_t    *next;
     int                   level;
     size_t                len;
+    size_t                meta_len;     /* metadata after msg's NUL */
     char                  msg[];
 };
 
@@ -127,7 +134,94 @@ typedef struct {
     nbffi_log_cb          cb;
     void                 *ud;
     nbffi__done_t        *wake;         /* woken when a line is queued */
+    nbffi__log_line_t    *last;         /* host thread: the line last
+                                           returned, for its metadata */
 } nbffi__log_t;
+
+
+/* ---- stream.c --------------------------------------------------------- */
+
+typedef struct nbffi__chunk_s  nbffi__chunk_t;
+
+struct nbffi__chunk_s {
+    nbffi__chunk_t       *next;
+    size_t                len;
+    unsigned char         data[];
+};
+
+/*
+ * What a call posted with nbffi_call_ex() has beyond a plain call: its
+ * metadata and, for a stream, its chunks.  Allocated with the task only
+ * when it needs one; freed with it.
+ */
+typedef struct {
+    const char           *meta;         /* meta_buf, or NULL */
+    size_t                meta_len;
+    unsigned              window;       /* 0: not a stream */
+
+    /* the chunks: guarded by lock; sends wait on cond for room */
+    pthread_mutex_t       lock;
+    pthread_cond_t        cond;
+    nbffi__chunk_t       *head;
+    nbffi__chunk_t       *tail;
+    unsigned              count;
+    int                   waiters;      /* sends in pthread_cond_wait */
+    int                   want_fd;      /* a send got EQFULL with no wait:
+                                           kick the queue fd on room */
+    int                   cancelled;    /* the host gave the task up */
+
+    /* host thread only: the chunk last read, freed by the next read */
+    nbffi__chunk_t       *taken;
+
+    /* on the host's ready list: guarded by nbffi__streams_t.lock */
+    nbffi_task_t         *rprev;
+    nbffi_task_t         *rnext;
+    int                   linked;
+
+    char                  meta_buf[];
+} nbffi__ext_t;
+
+/* The host's streams that got chunks since the host last looked. */
+typedef struct {
+    pthread_mutex_t       lock;
+    nbffi_task_t         *head;
+    nbffi_task_t         *tail;
+    int                   gone;         /* host freed: link nothing */
+    nbffi__done_t        *wake;
+} nbffi__streams_t;
+
+
+/* ---- event.c ---------------------------------------------------------- */
+
+struct nbffi_event_s {
+    nbffi_event_t        *next;
+    nbffi_runtime_t      *rt;           /* a reference, dropped at free */
+    size_t                name_len;
+    size_t                len;
+    char                  buf[];        /* name, NUL, data */
+};
+
+typedef struct {
+    pthread_mutex_t       lock;
+    nbffi_event_t        *head;         /* emitted, not yet taken */
+    nbffi_event_t        *tail;
+    uint64_t              count;        /* queued or in the host's batch */
+    uint64_t              bytes;
+    uint64_t              max_events;
+    uint64_t              max_bytes;
+    int                   gone;         /* host freed: refuse */
+    nbffi__done_t        *wake;
+
+    atomic_ullong         emitted;
+    atomic_ullong         dropped;
+    atomic_ullong         delivered;
+
+    /* host thread only: the batch taken, and the event last returned */
+    nbffi_event_t        *batch;
+    nbffi_event_t        *last;
+    uint64_t              used_count;   /* of the batch, not yet given */
+    uint64_t              used_bytes;   /* back to count and bytes      */
+} nbffi__events_t;
 
 
 /* ---- task.c ----------------------------------------------------------- */
@@ -171,6 +265,8 @@ struct nbffi_task_s {
     /* host thread only; whole bytes, apart from the answering thread's */
     unsigned char         released;
     unsigned char         reaped;
+
+    nbffi__ext_t         *ext;          /* metadata, stream; or NULL */
 
     const void           *payload;
     size_t                payload_len;
@@ -279,6 +375,9 @@ struct nbffi_host_s {
     uint64_t              leaked;
     unsigned              runtimes;     /* handles not yet freed */
     nbffi_host_t         *gone_next;    /* freed with orphans, see host.c */
+
+    nbffi__streams_t      streams;
+    nbffi__events_t       events;
 };
 
 
@@ -320,6 +419,23 @@ void nbffi__log_printf(nbffi__log_t *log, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int nbffi__log_pending(nbffi__log_t *log);
 void nbffi__log_gone(nbffi__log_t *log);
+void nbffi__log_write_meta(nbffi__log_t *log, int level, const char *msg,
+    size_t len, const char *meta, size_t meta_len);
+
+/* stream.c */
+int nbffi__meta_check(const void *meta, size_t len);
+int nbffi__ext_new(nbffi_task_t *task, const void *meta, size_t meta_len,
+    unsigned window);
+void nbffi__ext_cancel(nbffi_task_t *task);
+void nbffi__ext_free(nbffi_task_t *task);
+int nbffi__streams_init(nbffi__streams_t *st, nbffi__done_t *wake);
+void nbffi__streams_gone(nbffi__streams_t *st);
+int nbffi__streams_pending(nbffi__streams_t *st);
+
+/* event.c */
+int nbffi__events_init(nbffi__events_t *ev, nbffi__done_t *wake);
+void nbffi__events_gone(nbffi__events_t *ev);
+int nbffi__events_pending(nbffi__events_t *ev);
 
 /* held.c */
 int nbffi__held_add(nbffi_task_t *task);
@@ -341,6 +457,7 @@ void nbffi__queue_destroy(nbffi_queue_t *q);
 void nbffi__queue_close_fd(nbffi_queue_t *q);
 int nbffi__queue_push(nbffi_queue_t *q, nbffi_task_t *task);
 void nbffi__queue_close(nbffi_queue_t *q);
+void nbffi__queue_kick_fd(nbffi_queue_t *q);
 nbffi_task_t *nbffi__queue_take_all(nbffi_queue_t *q);
 
 /* runtime.c */

@@ -501,6 +501,28 @@ nbffi__queue_close(nbffi_queue_t *q)
 }
 
 
+/*
+ * Any thread.  Makes the queue's eventfd readable, if a runtime asked for
+ * it: a stream's window opened for a send that got NBFFI_EQFULL.
+ */
+void
+nbffi__queue_kick_fd(nbffi_queue_t *q)
+{
+    int  fd;
+
+    pthread_mutex_lock(&q->lock);
+    fd = q->efd;
+    if (fd >= 0) {
+        atomic_fetch_add_explicit(&q->fd_writers, 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&q->lock);
+
+    if (fd >= 0) {
+        nbffi__queue_signal_fd(q, fd);
+    }
+}
+
+
 /* Takes every queued task out, as a list linked by next. */
 nbffi_task_t *
 nbffi__queue_take_all(nbffi_queue_t *q)

@@ -274,5 +274,6 @@ nbffi__task_destroy(nbffi_task_t *task)
         free(task->reply);
     }
 
+    nbffi__ext_free(task);
     free(task);
 }

@@ -13,6 +13,9 @@ local core = require "resty.nbffi.core"
 local waiters = require "resty.nbffi.waiters"
 local dispatcher = require "resty.nbffi.dispatcher"
 local spin = require "resty.nbffi.spin"
+local stream = require "resty.nbffi.stream"
+local events = require "resty.nbffi.events"
+local encode_meta = require("resty.nbffi.meta").encode
 
 local ngx = ngx
 local get_phase = ngx.get_phase
@@ -222,6 +225,9 @@ local function shutdown()
         C.nbffi_runtime_wait(rts[i]._ptr, last + 1e9)
         free_handle(rts[i])
     end
+
+    -- streams whose readers are gone with their requests
+    waiters.give_up_streams()
 
     -- life-cycle tasks of closes asked before complete soon after
     local until_ns = now_ns() + 1e9
@@ -537,6 +543,7 @@ function runtime.call(self, method, payload, opts)
 
     local timeout = self._timeout
     local spin_ns               -- a fixed budget (ns) from opts, or nil
+    local meta                  -- opts.meta, encoded
     if opts ~= nil then
         local t = type(opts)
         if t == "number" then
@@ -550,6 +557,13 @@ function runtime.call(self, method, payload, opts)
                           .. " expected)", 2)
                 end
                 spin_ns = math_floor(s * 1000)
+            end
+            if opts.meta ~= nil then
+                local err
+                meta, err = encode_meta(opts.meta, "call", 3)
+                if not meta then
+                    return nil, err
+                end
             end
         else
             error("bad argument #3 to 'call' (number or table expected, got "
@@ -596,10 +610,18 @@ function runtime.call(self, method, payload, opts)
     local borrow = plen >= self._borrow_min
     local now = now_ns()
     local deadline = now + timeout * 1e9
-    local rc = C.nbffi_call(host, self._ptr, method, mlen, payload, plen,
-                            deadline < MAX_DEADLINE and deadline or 0,
-                            borrow and core.CALL_BORROW or 0,
-                            task_out)
+    local rc
+    if meta then
+        rc = C.nbffi_call_ex(host, self._ptr, method, mlen, payload, plen,
+                             meta, #meta,
+                             deadline < MAX_DEADLINE and deadline or 0,
+                             borrow and core.CALL_BORROW or 0, 0, task_out)
+    else
+        rc = C.nbffi_call(host, self._ptr, method, mlen, payload, plen,
+                          deadline < MAX_DEADLINE and deadline or 0,
+                          borrow and core.CALL_BORROW or 0,
+                          task_out)
+    end
     if rc < 0 then
         return nil, call_error(self, rc, plen)
     end
@@ -636,6 +658,17 @@ function runtime.call(self, method, payload, opts)
     end
 
     return result(rec)
+end
+
+
+-- A call answered in chunks: for chunk, err in rt:stream(...) do ... end.
+-- See resty.nbffi.stream.
+function runtime.stream(self, method, payload, opts)
+    if getmetatable(self) ~= rt_mt then
+        error("bad argument #1 to 'stream' (runtime expected; use"
+              .. " rt:stream)", 2)
+    end
+    return stream.open(self, method, payload, opts, call_error)
 end
 
 
@@ -741,6 +774,48 @@ setmetatable(runtime, {
     end,
 })
 rt_mt.__index = runtime
+
+
+-- Registers fn(data, name) for the events named name ("*": events no
+-- other handler takes) in this worker.  Handlers run in a timer, one
+-- event at a time, in the order the runtimes emitted them.
+function _M.on_event(name, fn)
+    return events.on(name, fn)
+end
+
+
+-- Removes fn (or, without fn, every handler) of the events named name.
+function _M.off_event(name, fn)
+    return events.off(name, fn)
+end
+
+
+-- This worker's event counters: emitted, delivered, dropped, queued,
+-- queued_bytes, max_events, max_bytes, handled, handler_errors.
+function _M.event_stats()
+    return events.stats()
+end
+
+
+-- Bounds this worker's event queue (nil or 0: keep a bound).
+function _M.set_event_limit(max_events, max_bytes)
+    if max_events ~= nil and (type(max_events) ~= "number"
+                              or max_events < 0)
+    then
+        error("bad argument #1 to 'set_event_limit' (number >= 0"
+              .. " expected)", 2)
+    end
+    if max_bytes ~= nil and (type(max_bytes) ~= "number" or max_bytes < 0)
+    then
+        error("bad argument #2 to 'set_event_limit' (number >= 0"
+              .. " expected)", 2)
+    end
+    local h, err = get_host()
+    if not h then
+        return nil, err
+    end
+    return events.set_limit(max_events, max_bytes)
+end
 
 
 -- This worker's task counters, for tests and monitoring.

@@ -7,6 +7,8 @@
  *   fail=MSG    make init fail with MSG (tests of the load error path)
  *   init_sleep=MS  init sleeps MS milliseconds (0..3600000) after parsing
  *               the cfg (a slow start)
+ *   ticker=MS   a thread emits the event "tick" (data: a counter from 1)
+ *               every MS milliseconds (1..3600000) until fini
  *
  * Methods:
  *   echo    reply = payload
@@ -22,6 +24,18 @@
  *   huge    replies with payload (decimal) bytes, default 2 GiB, of a
  *           read-only anonymous mapping that is never touched: a reply
  *           too large for the host, at no cost
+ *   chunks  a stream: payload "N M [MS]" sends N chunks of M bytes (chunk
+ *           i is M times the letter 'a' + i % 26), MS milliseconds apart,
+ *           each send waiting for room; replies "" (status 0), or stops at
+ *           the first failed send and answers status 1 with its error
+ *   emit    payload "N M [NAME]" emits N events of M bytes named NAME
+ *           (default "echo"), replies "emitted=E dropped=D"
+ *   meta    replies with the call's metadata as "key=value" lines, and
+ *           logs "meta of this call" with it (nbffi_task_log)
+ *   tlog    logs the payload at notice level with the call's metadata,
+ *           replies "logged"
+ *   stats   replies "sent=S cancelled=C": chunks sent and streams that
+ *           saw cancellation, over the runtime's life
  * Anything else is a runtime error with status 2.
  */
 
@@ -57,6 +71,13 @@ struct echo_rt_s {
     nbffi_task_t   **held;
     size_t           nheld;
     size_t           held_cap;
+
+    atomic_ulong     sent;          /* chunks */
+    atomic_ulong     cancelled;     /* streams that saw ECANCELED */
+
+    long             ticker_ms;     /* 0: no ticker thread */
+    pthread_t        ticker;
+    int              ticker_started;
 };
 
 
@@ -77,6 +98,12 @@ static void echo_huge(echo_rt_t *rt, nbffi_task_t *task, const char *payload,
     size_t plen);
 static void echo_unmap(void *data, void *ud);
 static void echo_sleep_ms(long ms);
+static void echo_chunks(echo_rt_t *rt, nbffi_task_t *task,
+    const char *payload, size_t plen);
+static void echo_emit(echo_rt_t *rt, nbffi_task_t *task,
+    const char *payload, size_t plen);
+static void echo_meta(echo_rt_t *rt, nbffi_task_t *task);
+static void *echo_ticker(void *arg);
 
 
 unsigned
@@ -125,6 +152,20 @@ nbffi_runtime_init(nbffi_queue_t *q, const void *cfg, size_t cfg_len,
         }
     }
 
+    if (rt->ticker_ms > 0) {
+        rc = nbffi_thread_create(&rt->ticker, echo_ticker, rt);
+        if (rc != 0) {
+            snprintf(err, err_len, "cannot start the ticker: %s",
+                     strerror(-rc));
+            atomic_store(&rt->stop, 1);
+            for (i = 0; i < rt->nthreads; i++) {
+                (void) pthread_join(rt->threads[i], NULL);
+            }
+            goto failed;
+        }
+        rt->ticker_started = 1;
+    }
+
     nbffi_logf(q, NBFFI_LOG_INFO, "echo runtime started, %d thread(s)",
                rt->nthreads);
     *data = rt;
@@ -150,6 +191,13 @@ nbffi_runtime_fini(void *data, int64_t deadline_ns)
         if (nbffi_thread_join(&rt->threads[i], deadline_ns) != 0) {
             stayed++;
         }
+    }
+
+    /* the ticker sleeps at most a tick: it sees the queue closed */
+    if (rt->ticker_started
+        && nbffi_thread_join(&rt->ticker, deadline_ns) != 0)
+    {
+        stayed++;
     }
 
     if (stayed != 0) {
@@ -224,6 +272,15 @@ echo_parse_cfg(echo_rt_t *rt, const char *cfg, size_t len, char *err,
                 return -1;
             }
             rt->init_sleep_ms = n;
+
+        } else if (klen == 6 && memcmp(key, "ticker", 6) == 0) {
+            n = strtol(val, NULL, 10);
+            if (n < 1 || n > ECHO_MAX_INIT_SLEEP) {
+                snprintf(err, err_len, "cfg: ticker must be 1..%d ms, "
+                         "got \"%s\"", ECHO_MAX_INIT_SLEEP, val);
+                return -1;
+            }
+            rt->ticker_ms = n;
 
         } else {
             snprintf(err, err_len, "cfg: unknown key \"%.*s\"", (int) klen,
@@ -319,6 +376,27 @@ echo_handle(echo_rt_t *rt, nbffi_task_t *task)
     } else if (strcmp(method, "log") == 0) {
         nbffi_log(rt->q, NBFFI_LOG_NOTICE, payload, plen);
         echo_reply(rt, task, 0, "logged", 6);
+
+    } else if (strcmp(method, "tlog") == 0) {
+        nbffi_task_log(task, NBFFI_LOG_NOTICE, payload, plen);
+        echo_reply(rt, task, 0, "logged", 6);
+
+    } else if (strcmp(method, "chunks") == 0) {
+        echo_chunks(rt, task, payload, plen);
+
+    } else if (strcmp(method, "emit") == 0) {
+        echo_emit(rt, task, payload, plen);
+
+    } else if (strcmp(method, "meta") == 0) {
+        echo_meta(rt, task);
+
+    } else if (strcmp(method, "stats") == 0) {
+        char  sbuf[64];
+
+        i = (size_t) snprintf(sbuf, sizeof(sbuf), "sent=%lu cancelled=%lu",
+                              atomic_load(&rt->sent),
+                              atomic_load(&rt->cancelled));
+        echo_reply(rt, task, 0, sbuf, i);
 
     } else {
         i = (size_t) snprintf(buf, sizeof(buf), "unknown method");
@@ -424,4 +502,148 @@ echo_sleep_ms(long ms)
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
         /* a signal: sleep the rest */
     }
+}
+
+
+/* "N M [MS]": N chunks of M bytes, MS ms apart. */
+static void
+echo_chunks(echo_rt_t *rt, nbffi_task_t *task, const char *payload,
+    size_t plen)
+{
+    int    rc;
+    char   args[64], *chunk;
+    long   i, n, m, ms;
+
+    snprintf(args, sizeof(args), "%.*s",
+             (int) (plen < sizeof(args) - 1 ? plen : sizeof(args) - 1),
+             payload);
+    ms = 0;
+    if (sscanf(args, "%ld %ld %ld", &n, &m, &ms) < 2
+        || n < 0 || m < 0 || m > (64L << 20) || ms < 0 || ms > 60000)
+    {
+        echo_reply(rt, task, 2, "chunks: \"N M [MS]\" expected", 27);
+        return;
+    }
+
+    chunk = malloc(m ? (size_t) m : 1);
+    if (chunk == NULL) {
+        echo_reply(rt, task, 3, "out of memory", 13);
+        return;
+    }
+
+    rc = 0;
+    for (i = 0; i < n; i++) {
+        if (ms > 0 && i > 0) {
+            echo_sleep_ms(ms);
+        }
+        memset(chunk, 'a' + (int) (i % 26), (size_t) m);
+        rc = nbffi_task_send(task, chunk, (size_t) m, -1);
+        if (rc != 0) {
+            break;
+        }
+        atomic_fetch_add(&rt->sent, 1);
+    }
+
+    free(chunk);
+
+    if (rc == NBFFI_ECANCELED) {
+        atomic_fetch_add(&rt->cancelled, 1);
+    }
+
+    if (rc != 0) {
+        /* the host may have given up: this answer is then dropped */
+        echo_reply(rt, task, 1, nbffi_strerror(rc),
+                   strlen(nbffi_strerror(rc)));
+        return;
+    }
+
+    echo_reply(rt, task, 0, NULL, 0);
+}
+
+
+/* "N M [NAME]": N events of M bytes. */
+static void
+echo_emit(echo_rt_t *rt, nbffi_task_t *task, const char *payload,
+    size_t plen)
+{
+    char   args[320], name[256], *data;
+    long   i, n, m, ok, dropped;
+    int    k;
+
+    snprintf(args, sizeof(args), "%.*s",
+             (int) (plen < sizeof(args) - 1 ? plen : sizeof(args) - 1),
+             payload);
+    strcpy(name, "echo");
+    if (sscanf(args, "%ld %ld %255s", &n, &m, name) < 2
+        || n < 0 || m < 0 || m > (64L << 20))
+    {
+        echo_reply(rt, task, 2, "emit: \"N M [NAME]\" expected", 27);
+        return;
+    }
+
+    data = malloc(m ? (size_t) m : 1);
+    if (data == NULL) {
+        echo_reply(rt, task, 3, "out of memory", 13);
+        return;
+    }
+    memset(data, 'e', (size_t) m);
+
+    ok = dropped = 0;
+    for (i = 0; i < n; i++) {
+        if (nbffi_emit(rt->q, name, strlen(name), data, (size_t) m) == 0) {
+            ok++;
+        } else {
+            dropped++;
+        }
+    }
+
+    free(data);
+
+    k = snprintf(args, sizeof(args), "emitted=%ld dropped=%ld", ok,
+                 dropped);
+    echo_reply(rt, task, 0, args, (size_t) k);
+}
+
+
+/* The metadata as "key=value" lines. */
+static void
+echo_meta(echo_rt_t *rt, nbffi_task_t *task)
+{
+    char         out[NBFFI_MAX_META + 64];
+    size_t       n, kl, vl;
+    unsigned     i;
+    const char  *k, *v;
+
+    n = 0;
+    for (i = 0; nbffi_task_meta_at(task, i, &k, &kl, &v, &vl); i++) {
+        /* the encoding is at most NBFFI_MAX_META: its text fits */
+        memcpy(out + n, k, kl);
+        n += kl;
+        out[n++] = '=';
+        memcpy(out + n, v, vl);
+        n += vl;
+        out[n++] = '\n';
+    }
+
+    nbffi_task_log(task, NBFFI_LOG_NOTICE, "meta of this call", 17);
+    echo_reply(rt, task, 0, out, n);
+}
+
+
+/* Emits "tick" every ticker_ms until the runtime is closed. */
+static void *
+echo_ticker(void *arg)
+{
+    int         len;
+    char        buf[32];
+    echo_rt_t  *rt = arg;
+    unsigned long  n;
+
+    for (n = 1; !nbffi_queue_closed(rt->q) && !atomic_load(&rt->stop); n++) {
+        len = snprintf(buf, sizeof(buf), "%lu", n);
+        (void) nbffi_emit(rt->q, "tick", 4, buf, (size_t) len);
+        echo_sleep_ms(rt->ticker_ms);
+    }
+
+    return NULL;
 }

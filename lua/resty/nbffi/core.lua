@@ -78,6 +78,44 @@ if not pcall(ffi.typeof, "nbffi_stats_t") then
     ]]
 end
 
+-- Streams, events and metadata (issue 12).
+if not pcall(ffi.typeof, "nbffi_event_stats_t") then
+    ffi.cdef[[
+    typedef struct nbffi_event_s    nbffi_event_t;
+
+    typedef struct {
+        uint64_t  emitted;
+        uint64_t  delivered;
+        uint64_t  dropped;
+        uint64_t  queued;
+        uint64_t  queued_bytes;
+        uint64_t  max_events;
+        uint64_t  max_bytes;
+    } nbffi_event_stats_t;
+
+    int nbffi_call_ex(nbffi_host_t *host, nbffi_runtime_t *rt,
+        const char *method, size_t mlen, const void *payload, size_t plen,
+        const void *meta, size_t meta_len, int64_t deadline_ns,
+        unsigned flags, uint32_t window, nbffi_task_t **out);
+    int nbffi_host_reap_streams(nbffi_host_t *host, nbffi_task_t **out,
+        int max);
+    int nbffi_task_next_chunk(nbffi_task_t *task, const void **data,
+        size_t *len);
+    unsigned nbffi_task_chunks(nbffi_task_t *task, unsigned *window);
+
+    void nbffi_host_set_event_limit(nbffi_host_t *host, uint64_t max_events,
+        uint64_t max_bytes);
+    int nbffi_host_event_next(nbffi_host_t *host, nbffi_event_t **ev);
+    const char *nbffi_event_name(nbffi_event_t *ev, size_t *len);
+    const void *nbffi_event_data(nbffi_event_t *ev, size_t *len);
+    nbffi_runtime_t *nbffi_event_runtime(nbffi_event_t *ev);
+    void nbffi_host_event_stats(nbffi_host_t *host,
+        nbffi_event_stats_t *out);
+
+    const void *nbffi_host_log_meta(nbffi_host_t *host, size_t *len);
+    ]]
+end
+
 
 -- libnbffi: $NBFFI_LIB (nginx.conf needs "env NBFFI_LIB;"), else
 -- libnbffi.so next to the C modules of lua_package_cpath, else the
@@ -130,7 +168,10 @@ local _M = {
     LOG_QUEUE = 0x2,
     LOAD_GLOBAL = 0x1,
     CALL_BORROW = 0x1,
+    CALL_STREAM = 0x2,
     MAX_METHOD = 255,
+    MAX_META = 4096,
+    STREAM_WINDOW = 16,
 
     EINVAL = -22,
     ENOMEM = -12,
@@ -138,6 +179,7 @@ local _M = {
     EQFULL = -11,
     ECLOSED = -32,
     ETIMEDOUT = -110,
+    ECANCELED = -125,
     EALREADY = -114,
     ELOAD = -4001,
     ESYM = -4002,

@@ -17,7 +17,11 @@
 local ffi = require "ffi"
 local core = require "resty.nbffi.core"
 local waiters = require "resty.nbffi.waiters"
-local get_sys_filter_level = require("ngx.errlog").get_sys_filter_level
+local events = require "resty.nbffi.events"
+local meta_text = require("resty.nbffi.meta").text
+local errlog = require "ngx.errlog"
+local get_sys_filter_level = errlog.get_sys_filter_level
+local raw_log = errlog.raw_log
 
 local ngx = ngx
 local ngx_log = ngx.log
@@ -86,6 +90,7 @@ local vm_closing = false        -- the final shutdown: semaphores may be gone
 local pinned = {}
 
 local reap_out = ffi_new("nbffi_task_t *[?]", REAP_BATCH)
+local streams_out = ffi_new("nbffi_task_t *[?]", REAP_BATCH)
 local len_out = ffi_new("size_t[1]")
 local level_out = ffi_new("int[1]")
 local dropped_out = ffi_new("uint64_t[1]")
@@ -136,7 +141,13 @@ local function deliver(task)
         pinned[#pinned + 1] = rec.payload
     end
     current = nil
-    C.nbffi_task_release(task)
+    if rec.stream and not rec.gone then
+        -- its reader reads the chunks left, then releases it; until then
+        -- the record stays, for the sweep to find a reader that is gone
+        waiters.add(id, rec)
+    else
+        C.nbffi_task_release(task)
+    end
 
     local sema = rec.sema
     if sema and not vm_closing then
@@ -226,6 +237,29 @@ _M.reap = reap
 _M.reap_all = reap_all
 
 
+-- Wakes the readers of streams that got chunks.
+local function reap_streams()
+    local h = host
+    while true do
+        local n = C.nbffi_host_reap_streams(h, streams_out, REAP_BATCH)
+        if n <= 0 then
+            return
+        end
+        for i = 0, n - 1 do
+            local rec = waiters.get(tonumber(C.nbffi_task_id(streams_out[i])))
+            local sema = rec and rec.sema
+            if sema and not vm_closing then
+                sema:post(rec.nwait or 1)
+            end
+        end
+        if n < REAP_BATCH then
+            return
+        end
+    end
+end
+_M.reap_streams = reap_streams
+
+
 -- Writes the runtimes' queued log lines to the error log.
 local function drain_logs()
     local h = host
@@ -239,8 +273,19 @@ local function drain_logs()
         if n <= 0 then
             return
         end
-        log(LEVELS[level_out[0]] or NOTICE, "nbffi runtime: ",
-            ffi_string(log_buf, math_min(n, LOG_BUF - 1)))
+        local level = LEVELS[level_out[0]] or NOTICE
+        local msg = ffi_string(log_buf, math_min(n, LOG_BUF - 1))
+        local m = C.nbffi_host_log_meta(h, len_out)
+        if m ~= nil then
+            msg = msg .. meta_text(ffi_string(m, len_out[0]))
+        end
+        if log == ngx_log then
+            -- no "[lua] file:line:" prefix, no context of whatever request
+            -- happens to drain the line
+            raw_log(level, "nbffi runtime: " .. msg)
+        else
+            log(level, "nbffi runtime: ", msg)
+        end
     end
 end
 _M.drain_logs = drain_logs
@@ -249,6 +294,8 @@ _M.drain_logs = drain_logs
 -- What the tick does when no dispatcher runs.
 local function serve()
     reap_all()
+    reap_streams()
+    events.kick(log)
     drain_logs()
     waiters.sweep(now_ns())
 end
@@ -302,6 +349,8 @@ local function run(sock)
             error("notifier read failed: " .. tostring(err), 0)
         end
         reap()
+        reap_streams()
+        events.kick(log)
         drain_logs()
         waiters.sweep(now_ns())
         if worker_exiting() then
@@ -419,6 +468,7 @@ function _M.host(on_vm_close, on_exit)
     end
     host = host_out[0]
     on_exit_start = on_exit
+    events.attach(host)
 
     -- The final shutdown runs when nginx closes the Lua VM at worker exit,
     -- after the last request: as the finalizer of an object anchored in
@@ -447,6 +497,7 @@ end
 -- Forgets the host (freed at worker exit).
 function _M.forget()
     host = nil
+    events.attach(nil)
 end
 
 
@@ -474,41 +525,59 @@ end
 -- semaphore while the dispatcher runs, else by reaping every POLL
 -- seconds, doubling to POLL_MAX.  Returns the semaphore's error if it
 -- cannot wait here at all.
+-- Waits once for news of rec until its deadline: a post of the record's
+-- semaphore while the dispatcher runs, else a sleep of poll seconds and a
+-- reap.  Returns the next poll, or nil and the semaphore's error if it
+-- cannot wait here at all, or nil when the deadline has passed.
+local function wait_once(rec, poll)
+    -- the deadline's own clock: nginx's cached time lags behind it
+    local left = (rec.deadline - now_ns()) * 1e-9
+    if left <= 0 then
+        return nil
+    end
+    if dispatching then
+        local sema = rec.sema
+        if not sema then
+            sema = waiters.sema()
+            rec.sema = sema
+        end
+        rec.nwait = (rec.nwait or 0) + 1
+        -- wait's granularity is 1 ms; less would not wait at all
+        local ok, err = sema:wait(left < 0.001 and 0.001
+                                  or math_min(left, MAX_WAIT))
+        local nwait = rec.nwait - 1
+        rec.nwait = nwait
+        if nwait == 0 and rec.sema == sema then
+            rec.sema = nil
+            if ok and sema:count() == 0 then
+                waiters.sema_put(sema)
+            end
+        end
+        if not ok and err ~= "timeout" then
+            return nil, err     -- cannot wait here at all
+        end
+        return poll
+    end
+    ngx_sleep(math_min(poll, left))
+    if host then
+        reap_all()
+        if rec.stream then
+            reap_streams()
+        end
+    end
+    return math_min(poll * 2, POLL_MAX)
+end
+_M.wait_once = wait_once
+_M.POLL = POLL
+
+
 function _M.wait(rec)
     local poll = POLL
     while not rec.done and not rec.gone do
-        -- the deadline's own clock: nginx's cached time lags behind it
-        local left = (rec.deadline - now_ns()) * 1e-9
-        if left <= 0 then
-            return
-        end
-        if dispatching then
-            local sema = rec.sema
-            if not sema then
-                sema = waiters.sema()
-                rec.sema = sema
-            end
-            rec.nwait = (rec.nwait or 0) + 1
-            -- wait's granularity is 1 ms; less would not wait at all
-            local ok, err = sema:wait(left < 0.001 and 0.001
-                                      or math_min(left, MAX_WAIT))
-            local nwait = rec.nwait - 1
-            rec.nwait = nwait
-            if nwait == 0 and rec.sema == sema then
-                rec.sema = nil
-                if ok and sema:count() == 0 then
-                    waiters.sema_put(sema)
-                end
-            end
-            if not ok and err ~= "timeout" then
-                return err      -- cannot wait here at all
-            end
-        else
-            ngx_sleep(math_min(poll, left))
-            poll = math_min(poll * 2, POLL_MAX)
-            if host then
-                reap_all()
-            end
+        local err
+        poll, err = wait_once(rec, poll)
+        if not poll then
+            return err
         end
     end
 end

@@ -54,6 +54,12 @@ function _M.take(id)
 end
 
 
+-- The record of id, left in place, or nil.
+function _M.get(id)
+    return records[id]
+end
+
+
 function _M.count()
     return nrecords
 end
@@ -86,6 +92,15 @@ end
 -- stays unreleased, with its record, until its completion is reaped.
 function _M.give_up(id, rec)
     rec.gone = true
+    if rec.stream and records[id] == rec then
+        -- a stream's payload is copied; releasing cancels it, and a task
+        -- already reaped is freed
+        records[id] = nil
+        nrecords = nrecords - 1
+        rec.released = true
+        C.nbffi_task_release(rec.task)
+        return
+    end
     if not rec.payload and records[id] == rec then
         records[id] = nil
         nrecords = nrecords - 1
@@ -117,6 +132,17 @@ function _M.sweep(now)
     next_sweep = now + TICK * 1e9
     for id, rec in pairs(records) do
         if not rec.gone and not rec.on_done and abandoned(rec, now) then
+            _M.give_up(id, rec)
+        end
+    end
+end
+
+
+-- Gives up every stream still open (the final shutdown: their readers
+-- are gone).
+function _M.give_up_streams()
+    for id, rec in pairs(records) do
+        if rec.stream then
             _M.give_up(id, rec)
         end
     end
