@@ -117,9 +117,9 @@ function _M.stream()
     })
 
     ngx.header.content_type = "application/x-ndjson"
-    for chunk, err in rt:stream("SayHellos", req, {
+    local iter, st = rt:stream("SayHellos", req, {
         timeout = tonumber(args.timeout), meta = meta() })
-    do
+    for chunk, err in iter, st do
         if not chunk then
             ngx.log(ngx.WARN, "greeter: stream: ", err)
             ngx.print(cjson.encode({ error = err }), "\n")
@@ -128,8 +128,10 @@ function _M.stream()
         ngx.print(chunk)
         local ok, ferr = ngx.flush(true)
         if not ok then
-            -- the client went away: leaving the loop cancels the stream
+            -- the client went away: cancel the stream now (leaving the
+            -- loop alone would leave that to the garbage collector)
             ngx.log(ngx.INFO, "greeter: stream: ", ferr)
+            st:close()
             break
         end
     end

@@ -125,12 +125,16 @@ def test_caller_timeout_mid_stream(greeter, stream_nginx, balanced):
     balanced(ngx, workers=1)
 
 
-def test_client_abort_mid_stream(greeter, stream_nginx, balanced):
-    # The client reads one message and goes away: the Lua loop ends (its
-    # flush fails, or the request is aborted), the stream is cancelled, the
-    # Go handler's ctx with it, and the gRPC stream with that.
+@pytest.mark.parametrize("check_abort", ["on", "off"])
+def test_client_abort_mid_stream(greeter, stream_nginx, balanced,
+                                 check_abort):
+    # The client reads one message and goes away: the request is aborted
+    # (lua_check_client_abort on: the sweep finds the reader gone), or
+    # the example's flush fails and it closes the stream (off).  Either
+    # way the stream is cancelled, the Go handler's ctx with it, and the
+    # gRPC stream with that.
     ngx = stream_nginx(greeter().addr,
-                       server="lua_check_client_abort on;\n")
+                       server=f"lua_check_client_abort {check_abort};\n")
     conn, r = open_stream(ngx, "/hellos/stream?name=gone&count=1000"
                           "&delay_ms=20")
     assert json.loads(r.readline()) == {"message": "Hello #1, gone"}
