@@ -28,8 +28,10 @@ import "C"
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync"
 	"time"
 	"unsafe"
 )
@@ -43,8 +45,27 @@ type call struct {
 	timer    *time.Timer      // deadline timer, from the first Done
 	allocs   []unsafe.Pointer // from Alloc, freed unless handed over
 
+	meta    string // the call's metadata, encoded as nbffi carries it
+	metaMap map[string]string
+	window  uint32 // the stream's window, 0 for a plain call
+
+	// live guards the task against goroutines of the handler that send,
+	// log or read after it returned: they hold it shared while they use
+	// the task, respond holds it to set answered.
+	live     sync.RWMutex
+	answered bool
+
 	cancelled bool // seen by the watcher (watcher.mu)
 }
+
+// StatusTimeout is the status of a call whose handler returned the ctx's
+// deadline error (ctx.Err() once the caller's deadline passed), when the
+// caller did not give up on its own by then: see awaitRelease.
+const StatusTimeout = 4
+
+// timeoutGrace bounds how long a call that timed out waits for its caller
+// to give up, see awaitRelease.
+const timeoutGrace = 250 * time.Millisecond
 
 // invoke runs the handler and turns its result, error or panic into a reply.
 func (c *call) invoke(h Handler, payload []byte) (reply []byte, status int) {
@@ -58,9 +79,38 @@ func (c *call) invoke(h Handler, payload []byte) (reply []byte, status int) {
 
 	reply, err := h(c, payload)
 	if err != nil {
+		if c.timedOut(err) {
+			return []byte("timeout"), StatusTimeout
+		}
 		return []byte(err.Error()), errorStatus(err)
 	}
 	return reply, 0
+}
+
+// timedOut: the handler gave up because the caller's deadline passed.
+func (c *call) timedOut(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) && !c.deadline.IsZero() &&
+		!time.Now().Before(c.deadline)
+}
+
+// awaitRelease holds back the answer of a call that timed out until the
+// caller gave up (nbffi_task_cancelled), which it does at the same
+// deadline: the caller then reports its own "timeout" (Lua: nil,
+// "timeout") rather than a runtime error that won the race by a few
+// microseconds.  An answer is never dropped: after timeoutGrace, or when
+// the runtime is closed, it goes out as an error with StatusTimeout.
+// Only calls that timed out wait, on the task they still hold.
+func (c *call) awaitRelease() {
+	end := time.Now().Add(timeoutGrace)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for C.nbffi_task_cancelled(c.task) == 0 && time.Now().Before(end) {
+		select {
+		case <-tick.C:
+		case <-c.rt.ctx.Done():
+			return
+		}
+	}
 }
 
 // respond answers the task: a reply from Alloc is handed over to nbffi,
@@ -68,6 +118,11 @@ func (c *call) invoke(h Handler, payload []byte) (reply []byte, status int) {
 // are not the reply are freed after that (the reply may lie inside one).
 func (c *call) respond(status int, reply []byte) {
 	p := unsafe.Pointer(unsafe.SliceData(reply))
+
+	// no send, log or metadata read of the handler's goroutines from now on
+	c.live.Lock()
+	c.answered = true
+	c.live.Unlock()
 
 	c.mu.Lock()
 	allocs := c.allocs

@@ -47,11 +47,48 @@
 // A handler's error becomes an error reply: the error's text with status
 // StatusError, or an *Error's own status.  A panic becomes an error reply
 // with StatusPanic and the panic's text (and a stack trace in the host's
-// log); an unknown method, StatusUnknownMethod.  Lua sees them as
+// log); an unknown method, StatusUnknownMethod (the text lists the
+// methods there are).  Lua sees them as
 // nil, "runtime error <status>: <text>", <status>.
 //
 // Replies: a reply that is the payload, or any Go slice, is copied once by
 // nbffi; a reply from Alloc is C memory and is handed over without a copy.
+//
+// Deadlines: a handler that returns ctx.Err() once the caller's deadline
+// passed (or any error wrapping context.DeadlineExceeded then) is a
+// timeout, not an error: the shim holds the answer back until the caller
+// gave up at that same deadline (at most 250 ms, polled each ms), so Lua
+// reports nil, "timeout" as for a call that got no answer; a host that
+// does not give up gets status StatusTimeout, "timeout".
+//
+// # Streams
+//
+// A caller may read a call as a stream (rt:stream in Lua): the handler
+// sends chunks before its reply, with Send(ctx, chunk) or the send
+// function of a StreamHandler (HandleStream); Streaming(ctx) tells such a
+// caller from a plain one (to whom Send returns ErrNotStream).  At most a
+// window of chunks (16, or the caller's opts.window) wait for the reader;
+// a send on a full window waits in Go (in a select, woken through the
+// queue's fd when the host reads a chunk, retrying every 10 ms at worst),
+// never in a C call, so slow readers hold no thread.  A caller that stops
+// reading, times out or goes away cancels the stream: Send returns the
+// ctx's error and the ctx is cancelled.
+//
+// # Events and metadata
+//
+// Emit(ctx, name, data) sends an event to the host that loaded the
+// runtime, with no call: from the init hook's ctx (a watch started there)
+// or a handler's, from any goroutine, until the runtime is closed.  It
+// never waits: when the host's bounded event queue is full the event is
+// dropped (counted by the host) and Emit returns an error wrapping
+// ErrDropped.
+//
+// Meta(ctx) and MetaValue(ctx, key) read the small map the caller posted
+// with the call (opts.meta in Lua: a request id, a traceparent); the lines
+// a handler logs with Logf while it runs carry it to the host's log.
+// Send, Logf and Meta are safe from goroutines the handler started, also
+// after it returned (Send then returns ErrAnswered, Logf logs without the
+// metadata).
 //
 // # Closing
 //

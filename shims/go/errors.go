@@ -11,6 +11,7 @@ const (
 	StatusError         = 1 // a handler returned an error that is not an *Error
 	StatusUnknownMethod = 2 // no handler is registered for the method
 	StatusPanic         = 3 // the handler panicked; the reply is the panic text
+	// StatusTimeout (call.go): the handler returned its ctx's deadline error
 )
 
 // MaxMethod is the longest method name nbffi carries, in bytes.

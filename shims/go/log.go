@@ -23,10 +23,43 @@ const (
 )
 
 // Logf writes a line to the host's log (nginx's error log) through the
-// runtime that ctx belongs to.  Outside a runtime's ctx it does nothing.
+// runtime that ctx belongs to.  With a handler's ctx, while the handler
+// runs, the line carries the call's metadata (see Meta): nginx writes it
+// with the request id the caller passed.  Outside a runtime's ctx, or once
+// the runtime is closed, it does nothing.
 func Logf(ctx context.Context, level Level, format string, args ...any) {
-	if rt, _ := ctx.Value(runtimeKey{}).(*runtime); rt != nil {
-		logText(rt.q, level, fmt.Sprintf(format, args...))
+	switch c := ctx.Value(callKey{}).(type) {
+	case *call:
+		c.log(level, fmt.Sprintf(format, args...))
+	default:
+		if rt, _ := ctx.Value(runtimeKey{}).(*runtime); rt != nil {
+			rt.log(level, fmt.Sprintf(format, args...))
+		}
+	}
+}
+
+// log logs through the task while it is not answered, with its metadata.
+func (c *call) log(level Level, msg string) {
+	if msg == "" {
+		return
+	}
+	c.live.RLock()
+	if !c.answered {
+		C.nbffi_task_log(c.task, C.int(level), (*C.char)(unsafe.Pointer(
+			unsafe.StringData(msg))), C.size_t(len(msg)))
+		c.live.RUnlock()
+		return
+	}
+	c.live.RUnlock()
+	c.rt.log(level, msg)
+}
+
+// log logs through the queue unless the runtime is gone.
+func (rt *runtime) log(level Level, msg string) {
+	rt.gate.RLock()
+	defer rt.gate.RUnlock()
+	if !rt.gone {
+		logText(rt.q, level, msg)
 	}
 }
 

@@ -12,6 +12,9 @@ typedef struct {
     size_t       payload_len;
     int64_t      deadline;
     int64_t      now;
+    const void  *meta;
+    size_t       meta_len;
+    unsigned     window;
 } nbffi_go_task_t;
 
 // One cgo call for everything a popped task is started with.
@@ -22,6 +25,8 @@ nbffi_go_task_info(nbffi_task_t *t, nbffi_go_task_t *info)
     info->payload = nbffi_task_payload(t, &info->payload_len);
     info->deadline = nbffi_task_deadline(t);
     info->now = info->deadline != 0 ? nbffi_now_ns() : 0;
+    info->meta = nbffi_task_meta_raw(t, &info->meta_len);
+    info->window = nbffi_task_stream_window(t);
 }
 */
 import "C"
@@ -33,7 +38,9 @@ import (
 	"io"
 	"os"
 	goruntime "runtime"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -59,9 +66,16 @@ type runtime struct {
 	state any
 	ctx   runtimeCtx // done when the runtime is closed
 
-	efd   *os.File // the queue's eventfd, our own copy
-	calls flight
-	watch watcher
+	efd     *os.File // the queue's eventfd, our own copy
+	calls   flight
+	watch   watcher
+	windows windows // sends waiting for their stream's window
+
+	// gate keeps goroutines of the runtime (the init hook's, handlers')
+	// from emitting or logging through q once stop has reported to fini,
+	// which may free the runtime then
+	gate sync.RWMutex
+	gone bool
 }
 
 // procsOnce sets GOMAXPROCS at the first init, see the package doc.
@@ -169,6 +183,9 @@ func (rt *runtime) stop() {
 	rt.watch.stop()
 	rt.calls.wait()
 	closeState(rt)
+	rt.gate.Lock()
+	rt.gone = true
+	rt.gate.Unlock()
 	stayed = 0
 }
 
@@ -248,11 +265,13 @@ func (rt *runtime) poll() {
 				return
 			}
 			s.woke(time.Since(parked))
+			rt.windows.wake()
 			continue
 		}
 		for _, t := range batch[:n] {
 			rt.start(t)
 		}
+		rt.windows.wake()
 	}
 }
 
@@ -325,7 +344,7 @@ func (rt *runtime) start(t *C.nbffi_task_t) {
 		int(info.method_len))
 	h := handlers[method]
 	if h == nil {
-		msg := fmt.Sprintf("unknown method %q", method)
+		msg := unknownMethod(method)
 		C.nbffi_task_respond(t, StatusUnknownMethod,
 			unsafe.Pointer(unsafe.StringData(msg)), C.size_t(len(msg)))
 		return
@@ -341,24 +360,43 @@ func (rt *runtime) start(t *C.nbffi_task_t) {
 		deadline = time.Now().Add(time.Duration(info.deadline - info.now))
 	}
 
+	c := &call{rt: rt, task: t, deadline: deadline,
+		window: uint32(info.window)}
+	if info.meta_len > 0 {
+		// a copy: goroutines of the handler may outlive the task
+		c.meta = C.GoStringN((*C.char)(info.meta), C.int(info.meta_len))
+	}
+
 	rt.calls.add()
-	go rt.run(t, h, payload, deadline)
+	go rt.run(c, h, payload)
 }
 
-func (rt *runtime) run(t *C.nbffi_task_t, h Handler, payload []byte,
-	deadline time.Time) {
-
+func (rt *runtime) run(c *call, h Handler, payload []byte) {
 	defer rt.calls.done()
 
-	c := &call{rt: rt, task: t, deadline: deadline}
 	rt.watch.add(c)
 	if rt.ctx.Err() != nil {
 		// fini's cancelAll ran before the add
 		c.cancel(context.Canceled)
 	}
 	reply, status := c.invoke(h, payload)
+	if status == StatusTimeout {
+		c.awaitRelease()
+	}
 	rt.watch.remove(c)
 
 	c.end()
 	c.respond(status, reply)
+}
+
+// unknownMethod is the reply to a call of a method without a handler: it
+// names the methods there are, as the Python and Java shims do.
+func unknownMethod(method string) string {
+	names := make([]string, 0, len(handlers))
+	for m := range handlers {
+		names = append(names, m)
+	}
+	sort.Strings(names)
+	return fmt.Sprintf("unknown method %q; methods: %s", method,
+		strings.Join(names, ", "))
 }

@@ -55,24 +55,83 @@ func serve(c net.Conn) {
 	}
 }
 
-func main() {
-	path := flag.String("socket", "", "unix socket path to listen on")
-	flag.Parse()
+// serveStream answers each request frame "TOTAL CHUNK" with TOTAL bytes
+// in frames of CHUNK bytes, then an empty frame: the sidecar's way to
+// stream (bench/go/stream).
+func serveStream(c net.Conn) {
+	defer c.Close()
+	r := bufio.NewReaderSize(c, 64<<10)
+	w := bufio.NewWriterSize(c, 64<<10)
+	var hdr [4]byte
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			return
+		}
+		n := binary.BigEndian.Uint32(hdr[:])
+		if n > 256 {
+			log.Printf("stream request of %d bytes refused", n)
+			return
+		}
+		req := make([]byte, n)
+		if _, err := io.ReadFull(r, req); err != nil {
+			return
+		}
+		var total, size int
+		if _, err := fmt.Sscan(string(req), &total, &size); err != nil || size <= 0 {
+			log.Printf("bad stream request %q", req)
+			return
+		}
+		chunk := make([]byte, size)
+		for sent := 0; sent < total; sent += size {
+			n := min(size, total-sent)
+			binary.BigEndian.PutUint32(hdr[:], uint32(n))
+			w.Write(hdr[:])
+			w.Write(chunk[:n])
+			if sent == 0 {
+				// the first chunk goes out at once, as nbffi's does
+				if err := w.Flush(); err != nil {
+					return
+				}
+			}
+		}
+		binary.BigEndian.PutUint32(hdr[:], 0)
+		w.Write(hdr[:])
+		if err := w.Flush(); err != nil {
+			return
+		}
+	}
+}
 
-	_ = os.Remove(*path)
-	ln, err := net.Listen("unix", *path)
+func listen(path string, serve func(net.Conn)) {
+	_ = os.Remove(path)
+	ln, err := net.Listen("unix", path)
 	if err != nil {
 		log.Fatal(err)
 	}
-	if err := os.Chmod(*path, 0o666); err != nil {
+	if err := os.Chmod(path, 0o666); err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("listening on", *path)
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			log.Fatal(err)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				log.Fatal(err)
+			}
+			go serve(c)
 		}
-		go serve(c)
+	}()
+}
+
+func main() {
+	path := flag.String("socket", "", "unix socket path to listen on")
+	streamPath := flag.String("stream-socket", "",
+		"unix socket path for streams (optional)")
+	flag.Parse()
+
+	listen(*path, serve)
+	if *streamPath != "" {
+		listen(*streamPath, serveStream)
 	}
+	fmt.Println("listening on", *path)
+	select {}
 }

@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	pb "nbffi.dev/examples/go-grpc/greeter"
@@ -39,6 +40,15 @@ func wait(ctx context.Context, req *pb.HelloRequest) error {
 	}
 }
 
+// echoRequestID sends the caller's x-request-id back in the response
+// header, so that the caller can see its request id went through.
+func echoRequestID(ctx context.Context) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if ids := md.Get("x-request-id"); len(ids) > 0 {
+		grpc.SetHeader(ctx, metadata.Pairs("x-request-id", ids[0]))
+	}
+}
+
 func checkName(req *pb.HelloRequest) error {
 	if req.Name == "" {
 		return status.Error(codes.InvalidArgument, "name is empty")
@@ -47,6 +57,7 @@ func checkName(req *pb.HelloRequest) error {
 }
 
 func (s server) SayHello(ctx context.Context, req *pb.HelloRequest) (*pb.HelloReply, error) {
+	echoRequestID(ctx)
 	if err := checkName(req); err != nil {
 		return nil, err
 	}
@@ -57,6 +68,7 @@ func (s server) SayHello(ctx context.Context, req *pb.HelloRequest) (*pb.HelloRe
 }
 
 func (s server) SayHellos(req *pb.HelloRequest, stream pb.Greeter_SayHellosServer) error {
+	echoRequestID(stream.Context())
 	if err := checkName(req); err != nil {
 		return err
 	}

@@ -37,6 +37,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
+	"sort"
 	"time"
 	"unsafe"
 )
@@ -350,4 +351,170 @@ func Setenv(name, value string) {
 	defer C.free(unsafe.Pointer(n))
 	defer C.free(unsafe.Pointer(v))
 	C.setenv(n, v, 1)
+}
+
+// CallOpts are the options of CallEx.
+type CallOpts struct {
+	Timeout time.Duration     // the call's deadline from now (0: none)
+	Meta    map[string]string // the call's metadata
+	Stream  bool              // read chunks (NBFFI_CALL_STREAM)
+	Window  uint32            // chunks in flight (0: nbffi's default)
+}
+
+// EncodeMeta encodes a metadata map as nbffi carries it, keys sorted.
+func EncodeMeta(m map[string]string) []byte {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b []byte
+	for _, k := range keys {
+		b = append(append(append(append(b, k...), 0), m[k]...), 0)
+	}
+	return b
+}
+
+// CallEx posts method(payload) with metadata, as a stream if asked.
+func (h *Host) CallEx(r *Runtime, method string, payload []byte,
+	o CallOpts) (*Task, error) {
+
+	var deadline C.int64_t
+	if o.Timeout > 0 {
+		deadline = C.nbffi_now_ns() + C.int64_t(o.Timeout)
+	}
+	var flags C.unsigned
+	if o.Stream {
+		flags |= C.NBFFI_CALL_STREAM
+	}
+
+	m := []byte(method)
+	meta := EncodeMeta(o.Meta)
+	var pm, pp, pmeta unsafe.Pointer
+	if len(m) > 0 {
+		pm = unsafe.Pointer(&m[0])
+	}
+	if len(payload) > 0 {
+		pp = unsafe.Pointer(&payload[0])
+	}
+	if len(meta) > 0 {
+		pmeta = unsafe.Pointer(&meta[0])
+	}
+
+	var t *C.nbffi_task_t
+	rc := C.nbffi_call_ex(h.h, r.rt, (*C.char)(pm), C.size_t(len(m)), pp,
+		C.size_t(len(payload)), pmeta, C.size_t(len(meta)), deadline, flags,
+		C.uint32_t(o.Window), &t)
+	if rc != 0 {
+		return nil, codeErr(rc, "")
+	}
+	return &Task{t: t}, nil
+}
+
+// NextChunk takes t's oldest unread chunk (a copy), if one is waiting.
+func (t *Task) NextChunk() ([]byte, bool) {
+	var p unsafe.Pointer
+	var n C.size_t
+	if C.nbffi_task_next_chunk(t.t, &p, &n) != 1 {
+		return nil, false
+	}
+	return C.GoBytes(p, C.int(n)), true
+}
+
+// Chunks is the number of t's chunks sent and not yet read.
+func (t *Task) Chunks() int {
+	var w C.unsigned
+	return int(C.nbffi_task_chunks(t.t, &w))
+}
+
+// WaitChunk waits up to wait for a chunk of the stream t and takes it:
+// the chunk and true, or false once the stream ended (t reaped, no chunk
+// left) or wait passed.
+func (h *Host) WaitChunk(t *Task, wait time.Duration) ([]byte, bool) {
+	end := time.Now().Add(wait)
+	for {
+		if b, ok := t.NextChunk(); ok {
+			return b, true
+		}
+		if h.done[t.t] || time.Now().After(end) {
+			return nil, false
+		}
+		h.Reap(10 * time.Millisecond)
+		var out [64]*C.nbffi_task_t
+		C.nbffi_host_reap_streams(h.h, &out[0], C.int(len(out)))
+	}
+}
+
+// Event is an event a runtime emitted.
+type Event struct {
+	Name string
+	Data []byte
+}
+
+// Events takes the events waiting now.
+func (h *Host) Events() []Event {
+	var evs []Event
+	for {
+		var ev *C.nbffi_event_t
+		if C.nbffi_host_event_next(h.h, &ev) != 1 {
+			return evs
+		}
+		var nl, dl C.size_t
+		name := C.nbffi_event_name(ev, &nl)
+		data := C.nbffi_event_data(ev, &dl)
+		evs = append(evs, Event{C.GoStringN(name, C.int(nl)),
+			C.GoBytes(data, C.int(dl))})
+	}
+}
+
+// WaitEvents waits up to wait until n events came, and returns those that
+// did.
+func (h *Host) WaitEvents(n int, wait time.Duration) []Event {
+	end := time.Now().Add(wait)
+	evs := h.Events()
+	for len(evs) < n && time.Now().Before(end) {
+		h.Reap(10 * time.Millisecond)
+		evs = append(evs, h.Events()...)
+	}
+	return evs
+}
+
+// EventStats are the host's event counters.
+func (h *Host) EventStats() (emitted, delivered, dropped uint64) {
+	var s C.nbffi_event_stats_t
+	C.nbffi_host_event_stats(h.h, &s)
+	return uint64(s.emitted), uint64(s.delivered), uint64(s.dropped)
+}
+
+// SetEventLimit bounds the host's event queue.
+func (h *Host) SetEventLimit(events, bytes uint64) {
+	C.nbffi_host_set_event_limit(h.h, C.uint64_t(events), C.uint64_t(bytes))
+}
+
+// LogLine is a runtime log line and its metadata.
+type LogLine struct {
+	Level int
+	Text  string
+	Meta  []byte // as encoded by EncodeMeta; nil when none
+}
+
+// LogLines pops the runtime log lines queued so far, with metadata.
+func (h *Host) LogLines() []LogLine {
+	var lines []LogLine
+	buf := make([]byte, 8192)
+	for {
+		var level C.int
+		n := C.nbffi_host_log_next(h.h, &level,
+			(*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), nil)
+		if n <= 0 {
+			return lines
+		}
+		var ml C.size_t
+		m := C.nbffi_host_log_meta(h.h, &ml)
+		var meta []byte
+		if m != nil {
+			meta = C.GoBytes(m, C.int(ml))
+		}
+		lines = append(lines, LogLine{int(level), string(buf[:n]), meta})
+	}
 }
