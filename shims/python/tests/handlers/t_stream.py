@@ -71,12 +71,18 @@ class Streams:
         return str(self.sent.get(p.decode(), 0))
 
     async def wait_closed(self, p):
-        """Waits until at least int(p) generators were closed early."""
+        """Waits until at least int(p) generators were closed early, at
+        most 20 s (then the count falls short: the test fails, the worker
+        still exits at once)."""
         if self.changed is None:
             self.changed = asyncio.Event()
-        while self.closed < int(p):
-            self.changed.clear()
-            await self.changed.wait()
+        try:
+            async with asyncio.timeout(20):
+                while self.closed < int(p):
+                    self.changed.clear()
+                    await self.changed.wait()
+        except TimeoutError:
+            pass
         return str(self.closed)
 
     # metadata, deadline, log lines
