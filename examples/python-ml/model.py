@@ -13,11 +13,20 @@ Replies:                    {"predictions": [digit, ...],
 Calls to ``predict`` are micro-batched: ``predict_batch`` gets the payloads
 of every call queued meanwhile (up to 64) and runs the model once on all
 their rows, which costs about as much as running it on one row.
+
+``predict_stream`` is a generator: called with ``rt:stream`` it sends one
+JSON line per slice of ``STREAM_ROWS`` rows as soon as that slice is
+computed (a large batch reaches the client while the rest is computed),
+and stops if the client goes away.  ``reload`` retrains the model on a
+thread of its own and, when the new model is in place, emits the event
+``model-reloaded`` (``{"version": N, "trained_on": rows}``): no call is
+waiting for it, the Lua handlers of the event get it.
 """
 
 import json
 import logging
 import sys
+import threading
 
 import numpy as np
 
@@ -28,6 +37,7 @@ except ImportError:         # --holdout runs outside nbffi
 
 FEATURES = 64
 SEED = 0
+STREAM_ROWS = 16        # rows per line of predict_stream
 
 log = logging.getLogger("python-ml")
 
@@ -46,21 +56,29 @@ def _batch(fn):
     return nbffi.batch(max_size=64, max_wait_ms=0)(fn) if nbffi else fn
 
 
+def train():
+    """A fresh model fitted on the training split."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X_train, _, y_train, _ = split()
+    model = make_pipeline(StandardScaler(),
+                          LogisticRegression(max_iter=2000))
+    model.fit(X_train, y_train)
+    return model, len(y_train)
+
+
 class Classifier:
     def __init__(self):
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        X_train, _, y_train, _ = split()
-        self.model = make_pipeline(StandardScaler(),
-                                   LogisticRegression(max_iter=2000))
-        self.model.fit(X_train, y_train)
+        self.model, rows = train()
         self.classes = self.model.classes_.tolist()
+        self.version = 1
+        self.reloading = None
         self.calls = 0
         self.runs = 0
         self.largest = 0
-        log.info("trained on %d digits", len(y_train))
+        log.info("trained on %d digits", rows)
 
     def predict(self, payload):
         """Unbatched: one model run per call (the cfg can select it)."""
@@ -90,9 +108,47 @@ class Classifier:
                 start += len(p)
         return out
 
+    def predict_stream(self, payload):
+        """One JSON line per STREAM_ROWS rows, each sent when computed:
+        {"from": first row, "predictions": [...], "probabilities": ...}."""
+        rows = parse(payload)
+        call = nbffi.current()
+        log.info("streaming %d rows", len(rows))
+        for start in range(0, len(rows), STREAM_ROWS):
+            if call.cancelled:          # the caller gave up: stop early
+                log.info("client gone at row %d", start)
+                return
+            self.runs += 1
+            part = self.model.predict_proba(rows[start:start + STREAM_ROWS])
+            line = json.loads(self._reply(part))
+            line["from"] = start
+            yield json.dumps(line) + "\n"
+
+    def reload(self, payload):
+        """Retrains on a thread; emits "model-reloaded" once it is used."""
+        if self.reloading is not None and self.reloading.is_alive():
+            return json.dumps({"reloading": True, "version": self.version})
+        self.reloading = threading.Thread(target=self._reload,
+                                          name="python-ml-reload")
+        self.reloading.start()
+        return json.dumps({"reloading": True, "version": self.version})
+
+    def _reload(self):
+        model, rows = train()
+        self.model = model              # one assignment: calls see either
+        self.version += 1
+        log.info("model reloaded: version %d", self.version)
+        nbffi.emit("model-reloaded", json.dumps({"version": self.version,
+                                                 "trained_on": rows}))
+
+    def close(self):
+        if self.reloading is not None:
+            self.reloading.join()
+
     def stats(self, payload):
         return json.dumps({"calls": self.calls, "model_runs": self.runs,
-                           "largest_batch": self.largest})
+                           "largest_batch": self.largest,
+                           "version": self.version})
 
     def _count(self, calls):
         self.calls += calls

@@ -54,7 +54,8 @@ def batch(max_size: int = 64, max_wait_ms: float = 0) -> Callable:
 @dataclass(frozen=True)
 class Method:
     fn: Callable[[bytes], Any]
-    is_async: bool
+    is_async: bool          # a coroutine or async generator: runs on asyncio
+    stream: bool = False    # a generator (plain or async): yields chunks
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def methods(target: Any, batch_cfg: Dict[str, Optional[BatchOptions]]) \
     table: Dict[str, Entry] = {}
     for name, fn in found.items():
         if not name.endswith(BATCH_SUFFIX):
-            table[name] = Method(fn, inspect.iscoroutinefunction(fn))
+            table[name] = method(fn)
     for name, fn in found.items():
         base = name[:-len(BATCH_SUFFIX)]
         if not name.endswith(BATCH_SUFFIX) or not base:
@@ -144,6 +145,12 @@ def methods(target: Any, batch_cfg: Dict[str, Optional[BatchOptions]]) \
     if not table:
         raise ConfigError(f"handler {target!r} has no public methods")
     return table
+
+
+def method(fn: Callable) -> Method:
+    agen = inspect.isasyncgenfunction(fn)
+    return Method(fn, agen or inspect.iscoroutinefunction(fn),
+                  agen or inspect.isgeneratorfunction(fn))
 
 
 def close_hook(target: Any) -> Optional[Callable[[], Any]]:

@@ -4,9 +4,22 @@ The queue is the loader's ``_nbffi.Queue`` (or ``nbffi.testing``'s):
 ``pop(max, timeout)`` returns a list of tasks, ``[]`` on timeout and
 ``None`` once the queue is closed and empty; ``fd()`` and ``drain()``
 give an eventfd for event loops; ``log(level, text)``; ``interrupt(exc)``
-raises exc in the thread serving the queue, while it does.  A task has
-``method`` (str), ``payload`` (bytes), ``cancelled`` (the caller gave up)
-and ``respond(data, status=0)``, which must be called exactly once.
+raises exc in the thread serving the queue, while it does;
+``emit(name, data)`` sends an event.  A task has ``method`` (str),
+``payload`` (bytes), ``cancelled`` (the caller gave up), ``meta`` (a dict),
+``deadline`` (time.monotonic_ns clock, 0: none), ``window`` (chunks in
+flight, 0 for a plain call), ``send(data, timeout)`` (a chunk: None when
+sent, else "full", "cancelled", "timeout" or "closed"), ``log(level,
+text)`` (False once answered) and ``respond(data, status=0)``, which must
+be called exactly once.
+
+Streams.  A generator handler (plain or async) yields chunks: to a caller
+that streams (``window`` > 0) each is sent as it comes, and a send waits
+while the window is full (in the asyncio mode, the loop serves other calls
+meanwhile: a send that finds the window full awaits the queue's eventfd,
+which the core makes readable when the window opens or the call is
+cancelled); to a plain call they are joined into one reply.  A caller that
+stops reading closes the generator.
 
 Two modes.  Handlers that are all plain functions are served by a loop
 that blocks in ``pop`` with the GIL released (the core spins briefly before
@@ -24,6 +37,7 @@ serving to end and makes it hurry as the host's deadline nears: see
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 import time
@@ -31,6 +45,7 @@ from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ._config import Config
+from ._call import CURRENT
 from ._errors import STATUS_ERROR, STATUS_NO_METHOD, Interrupted, describe
 from ._handler import BatchMethod, Entry, close_hook
 
@@ -45,6 +60,12 @@ STOP_MARGIN_NS = 1_000_000_000
 cancelling and interrupting."""
 
 GAVE_UP = "cancelled: the caller gave up"
+STREAM_ENDED = {
+    "cancelled": GAVE_UP,
+    "timeout": "stream: the deadline passed while the window was full",
+    "closed": "stream: the runtime was closed while the window was full",
+}
+_ANSWERED = object()        # a stream answered already (its caller left)
 CLOSED = "cancelled: the runtime was closed and the handler still ran"
 REFUSED = b"python: the runtime was closed before this call started"
 
@@ -104,6 +125,68 @@ def stop_times(now_ns: int, deadline_ns: int, close_timeout: float) \
     margin = min(STOP_MARGIN_NS, max(0, deadline_ns - now_ns) // 2)
     cancel = min(cancel, deadline_ns - margin)
     return cancel, cancel + (deadline_ns - cancel) // 2
+
+
+def _ended(task: Any, why: str) -> None:
+    text = STREAM_ENDED.get(why, f"stream: {why}")
+    task.respond(f"python: {text}".encode(), STATUS_ERROR)
+
+
+def _close(gen: Any) -> None:
+    try:
+        gen.close()
+    except Exception:
+        log.exception("closing the generator of a stream failed")
+
+
+def serve_plain(task: Any, entry: Entry) -> None:
+    """Runs a plain (not async) handler for task and answers it; the
+    caller has set CURRENT."""
+    try:
+        result = entry.fn(task.payload)
+    except BaseException as exc:
+        fail(task, exc)
+        return
+    if entry.stream:
+        stream_blocking(task, result)
+    else:
+        answer(task, result)
+
+
+def stream_blocking(task: Any, gen: Any) -> None:
+    """Sends what a plain generator yields, waiting (GIL released) while
+    the window is full; joins it into one reply for a plain call."""
+    streaming = task.window > 0
+    parts: List[bytes] = []
+    try:
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                final = stop.value
+                break
+            data = reply_bytes(item)
+            if not streaming:
+                parts.append(bytes(data))
+                continue
+            why = task.send(data, -1.0)
+            if why:
+                _close(gen)
+                _ended(task, why)
+                return
+    except BaseException as exc:
+        _close(gen)
+        fail(task, exc)
+        return
+    if streaming:
+        answer(task, final)
+    else:
+        try:
+            parts.append(bytes(reply_bytes(final)))
+        except TypeError as exc:
+            fail(task, exc)
+            return
+        task.respond(b"".join(parts))
 
 
 def _refuse(task: Any) -> None:
@@ -199,12 +282,11 @@ class Server:
                 if entry is None:
                     _no_method(task, self.names)
                     continue
+                token = CURRENT.set(task)
                 try:
-                    result = entry.fn(task.payload)
-                except BaseException as exc:
-                    fail(task, exc)
-                    continue
-                answer(task, result)
+                    serve_plain(task, entry)
+                finally:
+                    CURRENT.reset(token)
 
 
 class _AsyncLoop:
@@ -219,6 +301,8 @@ class _AsyncLoop:
         self.pending: Dict[asyncio.Task, Tuple[List[Any], Any]] = {}
         self.given_up: Set[asyncio.Task] = set()    # cancelled for that
         self.watch: Optional[asyncio.TimerHandle] = None
+        # streams whose window was full, woken by the queue's eventfd
+        self.window_waiters: List[asyncio.Future] = []
         self.batchers = {name: _Batcher(self, e)
                          for name, e in server.table.items()
                          if isinstance(e, BatchMethod)}
@@ -236,6 +320,10 @@ class _AsyncLoop:
 
     def on_ready(self) -> None:
         self.queue.drain()
+        waiters, self.window_waiters = self.window_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
         while not self.closing:
             tasks = self.queue.pop(POP_MAX, 0)
             if tasks is None:
@@ -266,26 +354,99 @@ class _AsyncLoop:
             _no_method(task, self.server.names)
         elif isinstance(entry, BatchMethod):
             self.batchers[task.method].add(task)
-        elif entry.is_async:
+        elif entry.is_async or entry.stream:
+            context = contextvars.copy_context()
+            context.run(CURRENT.set, task)
             try:
-                coro = entry.fn(task.payload)
+                made = context.run(entry.fn, task.payload)
             except BaseException as exc:
                 fail(task, exc)
                 return
-            self.spawn(coro, [task], partial(answer, task))
+            if entry.stream:
+                self.spawn(self.stream(task, made, entry.is_async), [task],
+                           partial(self.stream_answer, task), context)
+            else:
+                self.spawn(made, [task], partial(answer, task), context)
         else:
+            token = CURRENT.set(task)
             try:
-                result = entry.fn(task.payload)
-            except BaseException as exc:
-                fail(task, exc)
-                return
+                serve_plain(task, entry)
+            finally:
+                CURRENT.reset(token)
+
+    async def stream(self, task: Any, gen: Any, is_async: bool) -> Any:
+        """Sends what a generator (async or plain) yields; returns the
+        final reply, or _ANSWERED.  A stream cancelled (its caller gave
+        up, or close) closes the generator."""
+        streaming = task.window > 0
+        parts: List[bytes] = []
+        ended = False
+        try:
+            while True:
+                if is_async:
+                    try:
+                        item = await gen.__anext__()
+                    except StopAsyncIteration:
+                        final = None
+                        break
+                else:
+                    try:
+                        item = next(gen)
+                    except StopIteration as stop:
+                        final = stop.value
+                        break
+                data = reply_bytes(item)
+                if not streaming:
+                    parts.append(bytes(data))
+                    continue
+                why = await self.send(task, data)
+                if why:
+                    ended = True
+                    await self.close_gen(gen, is_async)
+                    _ended(task, why)
+                    return _ANSWERED
+            ended = True
+        finally:
+            if not ended:
+                await self.close_gen(gen, is_async)
+        if streaming:
+            return final
+        return b"".join(parts) + bytes(reply_bytes(final))
+
+    @staticmethod
+    async def close_gen(gen: Any, is_async: bool) -> None:
+        if not is_async:
+            _close(gen)
+            return
+        try:
+            await gen.aclose()
+        except Exception:
+            log.exception("closing the async generator of a stream failed")
+
+    async def send(self, task: Any, data: Any) -> Optional[str]:
+        """task.send without blocking the loop: while the window is full,
+        waits for the queue's eventfd (see on_ready) and sends again."""
+        while True:
+            why = task.send(data, 0)
+            if why != "full":
+                return why
+            fut = self.loop.create_future()
+            self.window_waiters.append(fut)
+            await fut
+
+    @staticmethod
+    def stream_answer(task: Any, result: Any) -> None:
+        if result is not _ANSWERED:
             answer(task, result)
 
     def spawn(self, coro: Any, tasks: List[Any],
-              answer_with: Callable[[Any], None]) -> None:
+              answer_with: Callable[[Any], None],
+              context: Optional[contextvars.Context] = None) -> None:
         """Runs a handler's coroutine as an asyncio task that answers the
-        calls: answer_with(its result), else its exception."""
-        atask = self.loop.create_task(self.finish(coro, tasks, answer_with))
+        calls: answer_with(its result), else its exception.  context: the
+        task's (with CURRENT set), for a call served alone."""
+        atask = self.loop.create_task(self.finish(coro, tasks, answer_with),
+                                      context=context)
         self.pending[atask] = (tasks, coro)
         atask.add_done_callback(self.done)
         if self.watch is None:

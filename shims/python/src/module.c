@@ -7,9 +7,15 @@
  *       wait.  The GIL is released while it waits (and spins).
  *   Queue.fd() -> the queue's eventfd; Queue.drain() reads it.
  *   Queue.log(level, text) -> nbffi_log.
+ *   Queue.emit(name, data) -> nbffi_emit: True (queued) or False
+ *       (dropped and counted by the host).
  *   Queue.interrupt(exc) raises exc in the thread that serves the queue.
  *   Task.method (str), Task.payload (bytes), Task.cancelled (bool: the
- *       caller gave up), Task.respond(data, status=0).
+ *       caller gave up), Task.meta (dict), Task.deadline (ns, 0: none),
+ *       Task.window (0: a plain call), Task.send(data, timeout) ->
+ *       nbffi_task_send: None (sent) or "full", "cancelled", "timeout",
+ *       "closed"; Task.log(level, text) -> nbffi_task_log (False once
+ *       answered); Task.respond(data, status=0).
  *
  * Every Task not yet answered is linked into its Queue, so that the loader
  * can answer and detach all of them when the runtime stops, and a Task
@@ -28,6 +34,8 @@
 #define NBFFI_PY_POP_MAX        256
 /* Replies above this are copied with the GIL released. */
 #define NBFFI_PY_NOGIL_COPY     (64 * 1024)
+/* Milliseconds detach waits for sends still waiting in other threads. */
+#define NBFFI_PY_DETACH_WAITS   1000
 
 typedef struct nbffi_py_task_s   nbffi_py_task_t;
 typedef struct nbffi_py_queue_s  nbffi_py_queue_t;
@@ -47,15 +55,22 @@ struct nbffi_py_task_s {
     nbffi_py_task_t   *next;
     PyObject          *method;
     PyObject          *payload;
+    PyObject          *meta;        /* dict, NULL when the call has none */
+    int64_t            deadline;
+    unsigned           window;
+    unsigned           sending;     /* sends waiting with the GIL released */
 };
 
 
+static int nbffi_py_sending(nbffi_py_queue_t *self);
 static PyObject *nbffi_py_queue_pop(nbffi_py_queue_t *self, PyObject *args);
 static PyObject *nbffi_py_queue_fd(nbffi_py_queue_t *self,
     PyObject *unused);
 static PyObject *nbffi_py_queue_drain(nbffi_py_queue_t *self,
     PyObject *unused);
 static PyObject *nbffi_py_queue_log(nbffi_py_queue_t *self, PyObject *args);
+static PyObject *nbffi_py_queue_emit(nbffi_py_queue_t *self,
+    PyObject *args);
 static PyObject *nbffi_py_queue_interrupt(nbffi_py_queue_t *self,
     PyObject *exc);
 static void nbffi_py_queue_dealloc(nbffi_py_queue_t *self);
@@ -67,6 +82,10 @@ static void nbffi_py_task_answer(nbffi_py_task_t *self, int status,
     const void *data, size_t len);
 static PyObject *nbffi_py_task_cancelled(nbffi_py_task_t *self,
     void *unused);
+static PyObject *nbffi_py_task_meta(nbffi_py_task_t *self, void *unused);
+static PyObject *nbffi_py_task_meta_dict(nbffi_task_t *task);
+static PyObject *nbffi_py_task_send(nbffi_py_task_t *self, PyObject *args);
+static PyObject *nbffi_py_task_log(nbffi_py_task_t *self, PyObject *args);
 static void nbffi_py_task_dealloc(nbffi_py_task_t *self);
 
 
@@ -79,6 +98,8 @@ static PyMethodDef  nbffi_py_queue_methods[] = {
       "drain() reads the eventfd" },
     { "log", (PyCFunction) nbffi_py_queue_log, METH_VARARGS,
       "log(level, text) writes a line to the host's log" },
+    { "emit", (PyCFunction) nbffi_py_queue_emit, METH_VARARGS,
+      "emit(name, data) -> True if queued, False if the host dropped it" },
     { "interrupt", (PyCFunction) nbffi_py_queue_interrupt, METH_O,
       "interrupt(exc) raises exc in the thread serving the queue, if it "
       "still does; returns whether it did" },
@@ -99,6 +120,12 @@ static PyMethodDef  nbffi_py_task_methods[] = {
     { "respond", (PyCFunction) (void (*)(void)) nbffi_py_task_respond,
       METH_VARARGS | METH_KEYWORDS,
       "respond(data, status=0) answers the task; exactly once" },
+    { "send", (PyCFunction) nbffi_py_task_send, METH_VARARGS,
+      "send(data, timeout) sends a chunk of a stream: None, or \"full\", "
+      "\"cancelled\", \"timeout\", \"closed\"" },
+    { "log", (PyCFunction) nbffi_py_task_log, METH_VARARGS,
+      "log(level, text) logs with the call's metadata; False once "
+      "answered" },
     { NULL, NULL, 0, NULL }
 };
 
@@ -107,12 +134,18 @@ static PyMemberDef  nbffi_py_task_members[] = {
       "method name (str)" },
     { "payload", T_OBJECT_EX, offsetof(nbffi_py_task_t, payload), READONLY,
       "payload (bytes)" },
+    { "deadline", T_LONGLONG, offsetof(nbffi_py_task_t, deadline), READONLY,
+      "deadline (CLOCK_MONOTONIC ns, time.monotonic_ns; 0: none)" },
+    { "window", T_UINT, offsetof(nbffi_py_task_t, window), READONLY,
+      "chunks in flight of a stream; 0 for a plain call" },
     { NULL, 0, 0, 0, NULL }
 };
 
 static PyGetSetDef  nbffi_py_task_getset[] = {
     { "cancelled", (getter) nbffi_py_task_cancelled, NULL,
       "True once the caller gave up (timed out, went away)", NULL },
+    { "meta", (getter) nbffi_py_task_meta, NULL,
+      "the call's metadata (dict of str)", NULL },
     { NULL, NULL, NULL, NULL, NULL }
 };
 
@@ -187,9 +220,21 @@ nbffi_py_queue_new(nbffi_queue_t *q)
 void
 nbffi_py_queue_detach(PyObject *queue, const char *text)
 {
+    int                i;
     nbffi_py_queue_t  *self;
 
     self = (nbffi_py_queue_t *) queue;
+
+    /*
+     * A thread the handler started may still wait in a send, GIL
+     * released: the runtime is closed, so the core ends that wait soon
+     * (NBFFI_ECLOSED).  Wait for it, a bounded time, before answering.
+     */
+    for (i = 0; i < NBFFI_PY_DETACH_WAITS && nbffi_py_sending(self); i++) {
+        Py_BEGIN_ALLOW_THREADS
+        (void) usleep(1000);
+        Py_END_ALLOW_THREADS
+    }
 
     while (self->unanswered != NULL) {
         nbffi_py_task_answer(self->unanswered, NBFFI_PY_STATUS_ERROR, text,
@@ -197,6 +242,22 @@ nbffi_py_queue_detach(PyObject *queue, const char *text)
     }
 
     self->q = NULL;
+}
+
+
+/* GIL held.  Whether a send on an unanswered task waits, GIL released. */
+static int
+nbffi_py_sending(nbffi_py_queue_t *self)
+{
+    nbffi_py_task_t  *t;
+
+    for (t = self->unanswered; t != NULL; t = t->next) {
+        if (t->sending != 0) {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -364,6 +425,51 @@ nbffi_py_queue_interrupt(nbffi_py_queue_t *self, PyObject *exc)
 }
 
 
+static PyObject *
+nbffi_py_queue_emit(nbffi_py_queue_t *self, PyObject *args)
+{
+    int          rc;
+    const char  *name;
+    Py_ssize_t   nlen;
+    Py_buffer    data;
+
+    if (!PyArg_ParseTuple(args, "s#y*:emit", &name, &nlen, &data)) {
+        return NULL;
+    }
+
+    if (self->q == NULL) {
+        PyBuffer_Release(&data);
+        PyErr_SetString(PyExc_RuntimeError, "emit: the runtime stopped");
+        return NULL;
+    }
+
+    rc = nbffi_emit(self->q, name, (size_t) nlen, data.buf,
+                    (size_t) data.len);
+
+    PyBuffer_Release(&data);
+
+    switch (rc) {
+    case 0:
+        Py_RETURN_TRUE;
+    case NBFFI_EQFULL:
+    case NBFFI_E2BIG:
+    case NBFFI_ENOMEM:
+        Py_RETURN_FALSE;
+    case NBFFI_EINVAL:
+        PyErr_Format(PyExc_ValueError, "emit: bad event name %R (1 to %d "
+                     "bytes, no NUL)", PyTuple_GET_ITEM(args, 0),
+                     NBFFI_MAX_EVENT_NAME);
+        return NULL;
+    case NBFFI_ECLOSED:
+        PyErr_SetString(PyExc_RuntimeError, "emit: the host is gone");
+        return NULL;
+    default:
+        PyErr_Format(PyExc_OSError, "nbffi_emit: %s", nbffi_strerror(rc));
+        return NULL;
+    }
+}
+
+
 static void
 nbffi_py_queue_dealloc(nbffi_py_queue_t *self)
 {
@@ -391,6 +497,10 @@ nbffi_py_task_wrap(nbffi_py_queue_t *queue, nbffi_task_t *task)
     self->method = PyUnicode_DecodeUTF8(method, (Py_ssize_t) mlen,
                                         "surrogateescape");
     self->payload = PyBytes_FromStringAndSize(payload, (Py_ssize_t) plen);
+    self->meta = nbffi_py_task_meta_dict(task);
+    self->deadline = nbffi_task_deadline(task);
+    self->window = nbffi_task_stream_window(task);
+    self->sending = 0;
 
     /* Linked even on failure: the dealloc below then answers it. */
     self->task = task;
@@ -403,7 +513,9 @@ nbffi_py_task_wrap(nbffi_py_queue_t *queue, nbffi_task_t *task)
     }
     queue->unanswered = self;
 
-    if (self->method == NULL || self->payload == NULL) {
+    if (self->method == NULL || self->payload == NULL
+        || PyErr_Occurred() != NULL)
+    {
         Py_DECREF(self);
         return NULL;
     }
@@ -440,6 +552,14 @@ nbffi_py_task_respond(nbffi_py_task_t *self, PyObject *args,
         PyBuffer_Release(&data);
         PyErr_SetString(PyExc_RuntimeError,
                         "respond: task already answered");
+        return NULL;
+    }
+
+    if (self->sending != 0) {
+        /* the task must outlive a send waiting in another thread */
+        PyBuffer_Release(&data);
+        PyErr_SetString(PyExc_RuntimeError,
+                        "respond: a send on this task is still waiting");
         return NULL;
     }
 
@@ -496,6 +616,138 @@ nbffi_py_task_cancelled(nbffi_py_task_t *self, void *unused)
 }
 
 
+/* NULL and no exception when the call has no metadata. */
+static PyObject *
+nbffi_py_task_meta_dict(nbffi_task_t *task)
+{
+    size_t       klen, vlen;
+    unsigned     i;
+    PyObject    *dict, *k, *v;
+    const char  *key, *val;
+
+    if (!nbffi_task_meta_at(task, 0, NULL, NULL, NULL, NULL)) {
+        return NULL;
+    }
+
+    dict = PyDict_New();
+    if (dict == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; nbffi_task_meta_at(task, i, &key, &klen, &val, &vlen); i++) {
+        k = PyUnicode_DecodeUTF8(key, (Py_ssize_t) klen, "surrogateescape");
+        v = PyUnicode_DecodeUTF8(val, (Py_ssize_t) vlen, "surrogateescape");
+        if (k == NULL || v == NULL || PyDict_SetItem(dict, k, v) < 0) {
+            Py_XDECREF(k);
+            Py_XDECREF(v);
+            Py_DECREF(dict);
+            return NULL;
+        }
+        Py_DECREF(k);
+        Py_DECREF(v);
+    }
+
+    return dict;
+}
+
+
+static PyObject *
+nbffi_py_task_meta(nbffi_py_task_t *self, void *unused)
+{
+    (void) unused;
+
+    if (self->meta == NULL) {
+        return PyDict_New();
+    }
+
+    return Py_NewRef(self->meta);
+}
+
+
+static PyObject *
+nbffi_py_task_send(nbffi_py_task_t *self, PyObject *args)
+{
+    int         rc;
+    double      timeout;
+    int64_t     timeout_ns;
+    Py_buffer   data;
+
+    if (!PyArg_ParseTuple(args, "y*d:send", &data, &timeout)) {
+        return NULL;
+    }
+
+    if (self->task == NULL) {
+        PyBuffer_Release(&data);
+        PyErr_SetString(PyExc_RuntimeError, "send: task already answered");
+        return NULL;
+    }
+
+    timeout_ns = (timeout < 0) ? -1 : (int64_t) (timeout * 1e9);
+
+    if (timeout_ns == 0) {
+        rc = nbffi_task_send(self->task, data.buf, (size_t) data.len, 0);
+
+    } else {
+        /* self is referenced by the caller: the task stays ours */
+        self->sending++;
+        Py_BEGIN_ALLOW_THREADS
+        rc = nbffi_task_send(self->task, data.buf, (size_t) data.len,
+                             timeout_ns);
+        Py_END_ALLOW_THREADS
+        self->sending--;
+    }
+
+    PyBuffer_Release(&data);
+
+    switch (rc) {
+    case 0:
+        Py_RETURN_NONE;
+    case NBFFI_EQFULL:
+        return PyUnicode_FromString("full");
+    case NBFFI_ECANCELED:
+        return PyUnicode_FromString("cancelled");
+    case NBFFI_ETIMEDOUT:
+        return PyUnicode_FromString("timeout");
+    case NBFFI_ECLOSED:
+        return PyUnicode_FromString("closed");
+    case NBFFI_EPERM:
+        PyErr_SetString(PyExc_RuntimeError,
+                        "send: the call is not a stream (the caller used "
+                        "call, not stream)");
+        return NULL;
+    case NBFFI_E2BIG:
+        PyErr_SetString(PyExc_ValueError,
+                        "send: the chunk is larger than max_payload");
+        return NULL;
+    default:
+        PyErr_Format(PyExc_OSError, "nbffi_task_send: %s",
+                     nbffi_strerror(rc));
+        return NULL;
+    }
+}
+
+
+static PyObject *
+nbffi_py_task_log(nbffi_py_task_t *self, PyObject *args)
+{
+    int          level;
+    const char  *text;
+    Py_ssize_t   len;
+
+    if (!PyArg_ParseTuple(args, "is#:log", &level, &text, &len)) {
+        return NULL;
+    }
+
+    if (self->task == NULL) {
+        Py_RETURN_FALSE;
+    }
+
+    nbffi_task_log(self->task, level, text, (size_t) len);
+
+    Py_RETURN_TRUE;
+}
+
+
 static void
 nbffi_py_task_dealloc(nbffi_py_task_t *self)
 {
@@ -509,6 +761,7 @@ nbffi_py_task_dealloc(nbffi_py_task_t *self)
 
     Py_XDECREF(self->method);
     Py_XDECREF(self->payload);
+    Py_XDECREF(self->meta);
     Py_DECREF(self->queue);
 
     PyObject_Free(self);

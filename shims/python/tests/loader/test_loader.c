@@ -35,6 +35,8 @@ static void t_reap_all(nbffi_host_t *host, nbffi_task_t **out, int n);
 static const char *t_cfg(const char *fmt, const char *arg);
 static int t_rm(const char *path, const struct stat *st, int flag,
     struct FTW *ftw);
+static int t_read_stream(nbffi_host_t *host, nbffi_task_t *task,
+    unsigned window);
 
 
 static nbffi_host_t *
@@ -178,6 +180,8 @@ t_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 #define T_GATE_CFG                                                           \
     "{\"handler\": \"t_async:Gate\", \"path\": [\"%s\"]%s}"
 #define T_STUCK_CFG  "{\"handler\": \"t_stuck\", \"path\": [\"%s\"]%s}"
+#define T_STREAM_CFG                                                         \
+    "{\"handler\": \"t_stream:Streams\", \"path\": [\"%s\"]%s}"
 #define T_INTERRUPTED                                                        \
     "nbffi.Interrupted: the runtime was closed and the handler still ran\n"
 
@@ -741,6 +745,131 @@ test_runtimes_share_interpreter(void **state)
 }
 
 
+/*
+ * Reads the stream of task (posted with NBFFI_CALL_STREAM) to its end:
+ * the number of chunks, each checked to start with its number "i:" and
+ * the window never exceeded.
+ */
+static int
+t_read_stream(nbffi_host_t *host, nbffi_task_t *task, unsigned window)
+{
+    int            n, done, chunks;
+    char           want[32];
+    size_t         len;
+    const void    *data;
+    nbffi_task_t  *out[4];
+
+    chunks = 0;
+    done = 0;
+
+    for ( ;; ) {
+        assert_true(nbffi_task_chunks(task, NULL) <= window);
+
+        while (nbffi_task_next_chunk(task, &data, &len) == 1) {
+            n = snprintf(want, sizeof(want), "%d:", chunks);
+            assert_true(len >= (size_t) n);
+            assert_memory_equal(data, want, n);
+            chunks++;
+        }
+
+        if (done) {
+            return chunks;
+        }
+
+        nbffi_host_drain(host);
+        assert_true(nbffi_host_reap_streams(host, out, 4) >= 0);
+
+        if (nbffi_host_reap(host, out, 1) == 1) {
+            assert_ptr_equal(out[0], task);
+            done = 1;
+            continue;
+        }
+
+        if (nbffi_task_chunks(task, NULL) == 0) {
+            assert_true(t_readable(nbffi_host_fd(host), T_WAIT_MS));
+        }
+    }
+}
+
+
+static void
+test_stream_meta_and_events(void **state)
+{
+    int               n, level, found;
+    char              line[4096];
+    size_t            len;
+    const char       *name;
+    const void       *data, *m;
+    nbffi_task_t     *task;
+    nbffi_event_t    *ev;
+    nbffi_host_t     *host;
+    nbffi_runtime_t  *rt;
+    static const char  meta[] = "request_id\0r-7\0tenant\0acme\0";
+
+    (void) state;
+
+    host = t_host();
+    rt = t_load(host, t_cfg(T_STREAM_CFG, ""));
+
+    /* a plain generator on the asyncio loop, window 2: 100 chunks, "end" */
+    task = NULL;
+    assert_int_equal(nbffi_call_ex(host, rt, "count", 5, "100 64", 6, meta,
+                                   sizeof(meta) - 1, 0, NBFFI_CALL_STREAM,
+                                   2, &task), 0);
+    assert_int_equal(t_read_stream(host, task, 2), 100);
+    t_reply_is(task, 0, "end");
+    nbffi_task_release(task);
+
+    /* an async generator */
+    task = NULL;
+    assert_int_equal(nbffi_call_ex(host, rt, "acount", 6, "30 8", 4, NULL, 0,
+                                   0, NBFFI_CALL_STREAM, 3, &task), 0);
+    assert_int_equal(t_read_stream(host, task, 3), 30);
+    t_reply_is(task, 0, "");
+    nbffi_task_release(task);
+
+    /* metadata: read by the handler, attached to its log line */
+    task = NULL;
+    assert_int_equal(nbffi_call_ex(host, rt, "ameta", 5, "x", 1, meta,
+                                   sizeof(meta) - 1, 0, 0, 0, &task), 0);
+    assert_ptr_equal(t_reap1(host), task);
+    t_reply_is(task, 0, "{\"request_id\": \"r-7\", \"tenant\": \"acme\"}");
+    nbffi_task_release(task);
+
+    found = 0;
+    while ((n = nbffi_host_log_next(host, &level, line, sizeof(line), NULL))
+           > 0)
+    {
+        if (strcmp(line, "t_stream: async meta call x") == 0) {
+            m = nbffi_host_log_meta(host, &len);
+            assert_int_equal(len, sizeof(meta) - 1);
+            assert_memory_equal(m, meta, len);
+            assert_int_equal(level, NBFFI_LOG_WARN);
+            found++;
+        }
+    }
+    assert_int_equal(found, 1);
+
+    /* events, in order, from a call */
+    t_ask_is(host, rt, "emit", "tick 3 4", 0, "3");
+    for (n = 0; n < 3; n++) {
+        while (nbffi_host_event_next(host, &ev) == 0) {
+            nbffi_host_drain(host);
+            assert_true(t_readable(nbffi_host_fd(host), T_WAIT_MS));
+        }
+        name = nbffi_event_name(ev, &len);
+        assert_string_equal(name, "tick");
+        data = nbffi_event_data(ev, &len);
+        assert_int_equal(len, 4);
+        assert_int_equal(((const char *) data)[0], '0' + n);
+        assert_ptr_equal(nbffi_event_runtime(ev), rt);
+    }
+
+    assert_int_equal(t_close_free(rt, T_STOP_MS), NBFFI_RT_CLOSED);
+    t_host_finish(host);
+}
+
+
 int
 main(void)
 {
@@ -759,6 +888,7 @@ main(void)
         cmocka_unit_test(test_venv_site_packages),
         cmocka_unit_test(test_logging_reaches_host),
         cmocka_unit_test(test_runtimes_share_interpreter),
+        cmocka_unit_test(test_stream_meta_and_events),
         /* last: its thread stays in time.sleep */
         cmocka_unit_test(test_stop_leaves_a_thread_blocked_in_c),
     };
