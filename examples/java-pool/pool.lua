@@ -34,4 +34,43 @@ function _M.fetch()
     ngx.print(body)
 end
 
+-- GET /lines?path=P: the upstream body, relayed line by line as the
+-- handler reads it (chunked transfer, one flush per line).  The request
+-- id goes with the call: the handler's log lines carry it.
+function _M.lines()
+    if not rt then
+        ngx.status = 503
+        ngx.say("runtime not loaded: ", load_err)
+        return
+    end
+    local path = ngx.unescape_uri(ngx.var.arg_path or "/")
+    local it, st = rt:stream("lines", path, {
+        meta = {request_id = ngx.var.request_id},
+    })
+    local sent = false
+    for line, err in it, st do
+        if not line then
+            if not sent then
+                -- nothing went out yet: the status can still say it
+                local status = tonumber(err:match("^runtime error (%d+)"))
+                ngx.status = (status and status >= 400 and status < 600)
+                             and status or 502
+            end
+            ngx.say(err)
+            return
+        end
+        local ok, ferr = ngx.print(line)
+        if ok then
+            ok, ferr = ngx.flush(true)
+        end
+        if not ok then
+            -- the client went away: the handler's sink sees the cancel
+            ngx.log(ngx.INFO, "java-pool: client gone: ", ferr)
+            st:close()
+            return
+        end
+        sent = true
+    end
+end
+
 return _M

@@ -15,6 +15,8 @@
 #define NBJ_NATIVE       "io/nbffi/Native"
 #define NBJ_FAILED       1            /* ErrorReply.FAILED */
 #define NBJ_LOG_MAX      8192         /* longest log line passed on */
+#define NBJ_CHUNK_STACK  16384        /* chunks up to this size are copied
+                                         through the stack */
 
 #define NBJ_TASK(t)      ((nbffi_task_t *) (uintptr_t) (t))
 
@@ -41,6 +43,14 @@ static void JNICALL nbj_respond(JNIEnv *env, jclass cls, jlong task,
     jint status, jbyteArray data, jint len);
 static void JNICALL nbj_log(JNIEnv *env, jclass cls, jlong queue,
     jint level, jbyteArray msg);
+static jbyteArray JNICALL nbj_meta(JNIEnv *env, jclass cls, jlong task);
+static jint JNICALL nbj_window(JNIEnv *env, jclass cls, jlong task);
+static jint JNICALL nbj_send(JNIEnv *env, jclass cls, jlong task,
+    jbyteArray data, jint off, jint len, jlong timeout);
+static void JNICALL nbj_task_log(JNIEnv *env, jclass cls, jlong task,
+    jint level, jbyteArray msg);
+static jint JNICALL nbj_emit(JNIEnv *env, jclass cls, jlong queue,
+    jbyteArray name, jbyteArray data, jint off, jint len);
 static jlong JNICALL nbj_now(JNIEnv *env, jclass cls);
 static jlong JNICALL nbj_table(JNIEnv *env, jclass cls, jobjectArray names);
 static void JNICALL nbj_free_table(JNIEnv *env, jclass cls, jlong table);
@@ -58,6 +68,11 @@ static const JNINativeMethod  nbj_methods[] = {
     { "cancelled", "(J)Z", (void *) nbj_cancelled },
     { "respond", "(JI[BI)V", (void *) nbj_respond },
     { "log", "(JI[B)V", (void *) nbj_log },
+    { "meta", "(J)[B", (void *) nbj_meta },
+    { "window", "(J)I", (void *) nbj_window },
+    { "send", "(J[BIIJ)I", (void *) nbj_send },
+    { "taskLog", "(JI[B)V", (void *) nbj_task_log },
+    { "emit", "(J[B[BII)I", (void *) nbj_emit },
     { "now", "()J", (void *) nbj_now },
     { "table", "([[B)J", (void *) nbj_table },
     { "freeTable", "(J)V", (void *) nbj_free_table },
@@ -274,6 +289,140 @@ nbj_log(JNIEnv *env, jclass cls, jlong queue, jint level, jbyteArray msg)
         return;
     }
     nbffi_log((nbffi_queue_t *) (uintptr_t) queue, level, buf, (size_t) len);
+}
+
+
+static jbyteArray JNICALL
+nbj_meta(JNIEnv *env, jclass cls, jlong task)
+{
+    size_t       len;
+    const void  *p;
+    jbyteArray   a;
+
+    (void) cls;
+    p = nbffi_task_meta_raw(NBJ_TASK(task), &len);
+    if (p == NULL || len == 0) {
+        return NULL;
+    }
+    a = (*env)->NewByteArray(env, (jsize) len);
+    if (a != NULL) {
+        (*env)->SetByteArrayRegion(env, a, 0, (jsize) len,
+                                   (const jbyte *) p);
+    }
+    return a;
+}
+
+
+static jint JNICALL
+nbj_window(JNIEnv *env, jclass cls, jlong task)
+{
+    (void) env;
+    (void) cls;
+    return (jint) nbffi_task_stream_window(NBJ_TASK(task));
+}
+
+
+/*
+ * One chunk: copied out of the Java array (through the stack when small),
+ * then nbffi_task_send copies it into the stream, waiting in native state
+ * while the window is full: the garbage collector runs meanwhile.
+ */
+static jint JNICALL
+nbj_send(JNIEnv *env, jclass cls, jlong task, jbyteArray data, jint off,
+    jint len, jlong timeout)
+{
+    int    rc;
+    char   stack[NBJ_CHUNK_STACK];
+    char  *buf;
+
+    (void) cls;
+
+    if (off < 0 || len < 0
+        || (*env)->GetArrayLength(env, data) - off < len)
+    {
+        nbj_throw(env, "java/lang/IndexOutOfBoundsException", "chunk");
+        return NBFFI_EINVAL;
+    }
+    buf = stack;
+    if (len > (jint) sizeof(stack)) {
+        buf = malloc((size_t) len);
+        if (buf == NULL) {
+            return NBFFI_ENOMEM;
+        }
+    }
+    (*env)->GetByteArrayRegion(env, data, off, len, (jbyte *) buf);
+    if ((*env)->ExceptionCheck(env)) {
+        rc = NBFFI_EINVAL;
+    } else {
+        rc = nbffi_task_send(NBJ_TASK(task), buf, (size_t) len,
+                             (int64_t) timeout);
+    }
+    if (buf != stack) {
+        free(buf);
+    }
+    return rc;
+}
+
+
+static void JNICALL
+nbj_task_log(JNIEnv *env, jclass cls, jlong task, jint level,
+    jbyteArray msg)
+{
+    char   buf[NBJ_LOG_MAX];
+    jsize  len;
+
+    (void) cls;
+
+    len = (*env)->GetArrayLength(env, msg);
+    if (len > NBJ_LOG_MAX) {
+        len = NBJ_LOG_MAX;
+    }
+    (*env)->GetByteArrayRegion(env, msg, 0, len, (jbyte *) buf);
+    if ((*env)->ExceptionCheck(env)) {
+        return;
+    }
+    nbffi_task_log(NBJ_TASK(task), level, buf, (size_t) len);
+}
+
+
+/* An event; the data goes through the stack when small. */
+static jint JNICALL
+nbj_emit(JNIEnv *env, jclass cls, jlong queue, jbyteArray name,
+    jbyteArray data, jint off, jint len)
+{
+    int    rc;
+    char   n[NBFFI_MAX_EVENT_NAME];
+    char   stack[NBJ_CHUNK_STACK];
+    char  *buf;
+    jsize  nlen;
+
+    (void) cls;
+
+    nlen = (*env)->GetArrayLength(env, name);
+    if (nlen < 1 || nlen > NBFFI_MAX_EVENT_NAME || off < 0 || len < 0
+        || (*env)->GetArrayLength(env, data) - off < len)
+    {
+        return NBFFI_EINVAL;
+    }
+    (*env)->GetByteArrayRegion(env, name, 0, nlen, (jbyte *) n);
+    buf = stack;
+    if (len > (jint) sizeof(stack)) {
+        buf = malloc((size_t) len);
+        if (buf == NULL) {
+            return NBFFI_ENOMEM;
+        }
+    }
+    (*env)->GetByteArrayRegion(env, data, off, len, (jbyte *) buf);
+    if ((*env)->ExceptionCheck(env)) {
+        rc = NBFFI_EINVAL;
+    } else {
+        rc = nbffi_emit((nbffi_queue_t *) (uintptr_t) queue, n,
+                        (size_t) nlen, buf, (size_t) len);
+    }
+    if (buf != stack) {
+        free(buf);
+    }
+    return rc;
 }
 
 

@@ -885,6 +885,286 @@ test_virtual_threads(fx_t *fx)
 }
 
 
+/* ---- streams, events and metadata ---- */
+
+/* Waits for a wake-up of the host (chunks, completions, events, logs),
+   at most 100 ms. */
+static void
+wait_host(fx_t *fx)
+{
+    struct pollfd  pfd;
+
+    pfd.fd = nbffi_host_fd(fx->host);
+    pfd.events = POLLIN;
+    (void) poll(&pfd, 1, 100);
+    nbffi_host_drain(fx->host);
+}
+
+
+static nbffi_task_t *
+post_ex(fx_t *fx, const char *method, const char *payload, const char *meta,
+    size_t meta_len, unsigned flags, uint32_t window)
+{
+    nbffi_task_t  *t;
+    int            rc;
+
+    rc = nbffi_call_ex(fx->host, fx->rt, method, strlen(method), payload,
+                       strlen(payload), meta, meta_len, 0, flags, window,
+                       &t);
+    if (rc != 0) {
+        fail("call %s: %s", method, nbffi_strerror(rc));
+    }
+    return t;
+}
+
+
+/*
+ * Reads stream t to its end (or, max >= 0, until max chunks were read):
+ * the chunks joined with '|' in buf, their count in *n.  Returns the
+ * final status (its text appended after '#'), or -1 when it stopped at
+ * max (t not reaped, still the caller's).
+ */
+static int
+read_stream(fx_t *fx, nbffi_task_t *t, int max, char *buf, size_t len,
+    int *n)
+{
+    int            done, k, i;
+    size_t         at, clen;
+    const void    *c;
+    const char    *r;
+    nbffi_task_t  *out[16];
+    int64_t        end;
+
+    at = 0;
+    buf[0] = '\0';
+    *n = 0;
+    done = 0;
+    end = nbffi_now_ns() + WAIT_MS * MS;
+    for ( ;; ) {
+        while (nbffi_task_next_chunk(t, &c, &clen) == 1) {
+            if (at + clen + 2 < len) {
+                if (*n > 0) {
+                    buf[at++] = '|';
+                }
+                memcpy(buf + at, c, clen);
+                at += clen;
+                buf[at] = '\0';
+            }
+            if (++*n == max) {
+                return -1;
+            }
+        }
+        if (done) {
+            break;
+        }
+        if (nbffi_now_ns() > end) {
+            fail("stream not ended within %d ms (%d chunks)", WAIT_MS, *n);
+        }
+        wait_host(fx);
+        (void) nbffi_host_reap_streams(fx->host, out, 16);
+        k = nbffi_host_reap(fx->host, out, 16);
+        for (i = 0; i < k; i++) {
+            if (out[i] != t) {
+                fail("an unexpected completion");
+            }
+            done = 1;
+        }
+    }
+    r = nbffi_task_reply(t, &clen);
+    if (clen > 0) {
+        (void) snprintf(buf + at, len - at, "#%.*s", (int) clen, r);
+    }
+    k = nbffi_task_status(t);
+    nbffi_task_release(t);
+    return k;
+}
+
+
+static void
+expect_stream(fx_t *fx, const char *method, const char *payload,
+    uint32_t window, int status, const char *want, int nwant)
+{
+    static char  buf[1 << 20];
+    int          got, n;
+
+    got = read_stream(fx, post_ex(fx, method, payload, NULL, 0,
+                                  NBFFI_CALL_STREAM, window),
+                      -1, buf, sizeof(buf), &n);
+    if (got != status || (want != NULL && strcmp(buf, want) != 0)
+        || n != nwant)
+    {
+        fail("%s(%s): got %d, %d chunks '%.200s', want %d, %d '%s'",
+             method, payload, got, n, buf, status, nwant,
+             want ? want : "(any)");
+    }
+}
+
+
+static void
+test_streams(fx_t *fx)
+{
+    char  buf[4096];
+
+    expect_stream(fx, "stream_n", "3", 0, 0, "chunk 1|chunk 2|chunk 3", 3);
+    /* a window of 1: each send waits for the read of the one before */
+    expect_stream(fx, "stream_n", "200", 1, 0, NULL, 200);
+    expect_stream(fx, "stream_size", "64 65536", 2, 0, NULL, 64);
+    expect_stream(fx, "stream_window", "", 7, 0, "7", 1);
+    expect_stream(fx, "stream_error", "", 0, 9,
+                  "one|two#broke after two", 2);
+    expect_stream(fx, "publish_lines", "a\nb\nc\nd\ne", 2, 0, "a|b|c|d|e",
+                  5);
+    /* a plain method answers a stream with its reply, no chunk */
+    expect_stream(fx, "echo", "plain", 0, 0, "#plain", 0);
+    /* a stream method refuses a plain call */
+    check_int(outcome(fx, "stream_n", "3", buf, sizeof(buf)), 5);
+    check_has(buf, "rt:stream");
+}
+
+
+/* The caller stops reading: the sender sees the cancel, logs it, and
+   the task is freed. */
+static void
+test_stream_cancel(fx_t *fx)
+{
+    static char    buf[4096];
+    int            n;
+    nbffi_task_t  *t, *out[16];
+
+    t = post_ex(fx, "stream_forever", "s1", NULL, 0, NBFFI_CALL_STREAM, 2);
+    check_int(read_stream(fx, t, 5, buf, sizeof(buf), &n), -1);
+    check_int(n, 5);
+    nbffi_task_release(t);
+    wait_logged(fx, "stream_forever s1 cancelled after");
+    check(logged(fx, -1, "the caller gave up"));
+    check(logged(fx, -1, "sink.cancelled true"));
+    while (nbffi_host_tasks_live(fx->host) != 0) {
+        wait_host(fx);
+        check_int(nbffi_host_reap(fx->host, out, 16), 0);
+    }
+    expect(fx, "echo", "next", 0, "next");
+}
+
+
+static void
+test_metadata(fx_t *fx)
+{
+    static const char  meta[] = "request_id\0r-42\0tenant\0acme";
+    int                level, n, found;
+    char               line[4096], buf[4096];
+    size_t             mlen;
+    const char        *m;
+    nbffi_task_t      *t;
+    int64_t            end;
+
+    t = post_ex(fx, "meta", "", meta, sizeof(meta), 0, 0);
+    reap_n(fx, 1);
+    check_int(nbffi_task_status(t), 0);
+    m = nbffi_task_reply(t, &mlen);
+    check_int(mlen, strlen("request_id=r-42;tenant=acme;"));
+    check(memcmp(m, "request_id=r-42;tenant=acme;", mlen) == 0);
+    nbffi_task_release(t);
+    expect(fx, "meta", "", 0, "");
+
+    /* a line logged while the call runs carries its metadata */
+    t = post_ex(fx, "meta_log", "hello", meta, sizeof(meta), 0, 0);
+    reap_n(fx, 1);
+    check_int(nbffi_task_status(t), 0);
+    nbffi_task_release(t);
+    found = 0;
+    end = nbffi_now_ns() + WAIT_MS * MS;
+    while (!found && nbffi_now_ns() < end) {
+        n = nbffi_host_log_next(fx->host, &level, line, sizeof(line), NULL);
+        if (n == 0) {
+            wait_host(fx);
+            continue;
+        }
+        if (strstr(line, "meta_log hello") == NULL) {
+            continue;
+        }
+        m = nbffi_host_log_meta(fx->host, &mlen);
+        check(m != NULL);
+        check_int(mlen, sizeof(meta));
+        check(memcmp(m, meta, mlen) == 0);
+        found = 1;
+    }
+    check(found);
+    /* a streamed call reads its metadata too */
+    n = 0;
+    t = post_ex(fx, "meta", "", meta, sizeof(meta), NBFFI_CALL_STREAM, 0);
+    check_int(read_stream(fx, t, -1, buf, sizeof(buf), &n), 0);
+    check_has(buf, "request_id=r-42;");
+    expect(fx, "deadline", "", 0, "none");
+}
+
+
+/* Takes the next event within WAIT_MS: its name and data in name, data. */
+static void
+next_event(fx_t *fx, char *name, char *data, size_t len)
+{
+    nbffi_event_t  *ev;
+    const char     *p;
+    size_t          n;
+    int64_t         end;
+
+    end = nbffi_now_ns() + WAIT_MS * MS;
+    while (nbffi_host_event_next(fx->host, &ev) != 1) {
+        if (nbffi_now_ns() > end) {
+            fail("no event within %d ms", WAIT_MS);
+        }
+        wait_host(fx);
+    }
+    check(nbffi_event_runtime(ev) == fx->rt);
+    p = nbffi_event_name(ev, &n);
+    (void) snprintf(name, len, "%.*s", (int) n, p);
+    p = nbffi_event_data(ev, &n);
+    (void) snprintf(data, len, "%.*s", (int) n, p);
+}
+
+
+static void
+test_events(fx_t *fx)
+{
+    char                 name[300], data[300], want[32];
+    int                  i;
+    nbffi_event_stats_t  st;
+
+    expect(fx, "emit", "reloaded v2", 0, "true");
+    next_event(fx, name, data, sizeof(data));
+    check(strcmp(name, "reloaded") == 0 && strcmp(data, "v2") == 0);
+
+    expect(fx, "emit_later", "from a thread", 0, "started");
+    next_event(fx, name, data, sizeof(data));
+    check(strcmp(name, "later") == 0 && strcmp(data, "from a thread") == 0);
+
+    /* order kept */
+    expect(fx, "emit_n", "100 10", 0, "100");
+    for (i = 0; i < 100; i++) {
+        next_event(fx, name, data, sizeof(data));
+        (void) snprintf(want, sizeof(want), "%d", i);
+        check(strcmp(name, "burst") == 0);
+        check(strncmp(data, want, strlen(want)) == 0);
+    }
+
+    /* past the bound: dropped, counted, said so (the host gives the
+       room of a batch back when it looks for the next one) */
+    {
+        nbffi_event_t  *ev;
+
+        check_int(nbffi_host_event_next(fx->host, &ev), 0);
+    }
+    nbffi_host_set_event_limit(fx->host, 10, 0);
+    expect(fx, "emit_n", "50 10", 0, "10");
+    nbffi_host_event_stats(fx->host, &st);
+    check_int(st.dropped, 40);
+    for (i = 0; i < 10; i++) {
+        next_event(fx, name, data, sizeof(data));
+    }
+    check_int(outcome(fx, "emit", "", data, sizeof(data)), 1);
+    check_has(data, "bad event name");
+}
+
+
 /* Host and runtime for one test; the test runs; everything is checked
    freed.  0 on success. */
 static int
@@ -962,6 +1242,10 @@ main(int argc, char **argv)
         { "close_deadline_keeps_a_viewed_payload",
           test_close_deadline_keeps_a_viewed_payload, "" },
         { "handler_sees_cancel", test_handler_sees_cancel, "" },
+        { "streams", test_streams, "" },
+        { "stream_cancel", test_stream_cancel, "" },
+        { "metadata", test_metadata, "" },
+        { "events", test_events, "" },
         { "second_runtime_shares_the_jvm",
           test_second_runtime_shares_the_jvm, "" },
         { "load_errors", test_load_errors, "" },
@@ -975,6 +1259,8 @@ main(int argc, char **argv)
         { "virtual_threads", test_virtual_threads, "executor=virtual\n" },
         { "close_deadline_hurries_handlers",
           test_close_deadline_hurries_handlers, "executor=virtual\n" },
+        { "streams", test_streams, "executor=virtual\n" },
+        { "stream_cancel", test_stream_cancel, "executor=virtual\n" },
     };
 
     lib = getenv("NBJ_LIB");

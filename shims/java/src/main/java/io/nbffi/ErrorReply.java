@@ -16,6 +16,16 @@ public class ErrorReply extends Exception {
     public static final int NO_METHOD = 2;
     /** The runtime closed before the method answered. */
     public static final int CLOSED = 3;
+    /**
+     * The method gave up because the caller's deadline passed (a send
+     * on a full window until then).  Lua reports such a call as
+     * {@code timeout} when its caller saw the deadline first, as it
+     * usually does; this status is the rare answer that came sooner.
+     * The same status as Go's StatusTimeout.
+     */
+    public static final int TIMEOUT = 4;
+    /** A streaming method called without a stream (a plain call). */
+    public static final int NOT_A_STREAM = 5;
 
     private final int status;
 

@@ -65,10 +65,16 @@ final class Instance {
     private volatile boolean hurrying;
     private final Object logLock = new Object();
     private boolean logOpen = true;             /* guarded by logLock */
+    private final Gate emitGate;
+
+    /* The call whose method runs on this thread, for its log lines. */
+    private static final ThreadLocal<NativeRequest> CURRENT =
+        new ThreadLocal<>();
 
     private Instance(long queue, long table, String name, Handler handler,
         Methods methods, URLClassLoader loader, ExecutorService executor,
-        int threads, int batch, long closeTimeoutMs) {
+        int threads, int batch, long closeTimeoutMs, Gate emitGate) {
+        this.emitGate = emitGate;
         this.queue = queue;
         this.table = table;
         this.name = name;
@@ -92,6 +98,7 @@ final class Instance {
             ? null : loader(classpath);
         Handler handler = null;
         ExecutorService executor = null;
+        Gate emitGate = new Gate();
         Thread self = Thread.currentThread();
         ClassLoader context = self.getContextClassLoader();
         try {
@@ -103,7 +110,8 @@ final class Instance {
             handler = instantiate(className, loader, classpath);
             Methods methods;
             try {
-                methods = Methods.of(handler, config(args));
+                methods = Methods.of(handler, config(args),
+                    new NativeEvents(queue, emitGate));
             } catch (Exception | LinkageError e) {
                 throw new StartException(className + ".register failed: "
                     + Failure.describe(e));
@@ -115,7 +123,8 @@ final class Instance {
             executor = virtual ? virtualExecutor() : null;
             long table = Native.table(utf8(methods.names()));
             Instance i = new Instance(queue, table, className, handler,
-                methods, loader, executor, threads, batch, closeTimeoutMs);
+                methods, loader, executor, threads, batch, closeTimeoutMs,
+                emitGate);
             LogBridge.opened(i);
             LOG.info(() -> "started " + className + " (methods: "
                 + String.join(", ", methods.names()) + "; executor "
@@ -127,6 +136,7 @@ final class Instance {
                 executor.shutdown();
             }
             closeQuietly(handler, loader);
+            emitGate.shut();
             throw e;
         } finally {
             self.setContextClassLoader(context);
@@ -211,6 +221,7 @@ final class Instance {
             executor.shutdown();
         }
         closeQuietly(handler, loader);
+        emitGate.shut();
         Native.freeTable(table);
         LogBridge.closed(this);
         synchronized (logLock) {
@@ -265,9 +276,19 @@ final class Instance {
     private void run(NativeRequest r) {
         if (r.entry == null) {
             r.fail(methods.noMethod(r.method()));
-        } else {
-            r.entry.invoke(r, r);
+            return;
         }
+        CURRENT.set(r);
+        try {
+            r.entry.invoke(r, r);
+        } finally {
+            CURRENT.remove();
+        }
+    }
+
+    /* The call whose method runs on this thread, or null. */
+    static NativeRequest current() {
+        return CURRENT.get();
     }
 
     /* True once the pollers left and no call is in flight, false at end

@@ -1,5 +1,6 @@
 package io.nbffi;
 
+import java.nio.charset.StandardCharsets;
 import java.util.List;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.logging.Formatter;
@@ -13,7 +14,9 @@ import java.util.logging.SimpleFormatter;
  * backend is java.util.logging) to the host log through an open runtime.
  * The JVM is shared by every runtime in the process, and so is the host
  * log, so the newest open runtime carries them all.  Without one, records
- * go to stderr (which nginx points at its error log).
+ * go to stderr (which nginx points at its error log).  A record written
+ * on the thread of a method while it runs goes through its call, with the
+ * call's metadata attached (request id...).
  */
 final class LogBridge extends java.util.logging.Handler {
 
@@ -92,6 +95,11 @@ final class LogBridge extends java.util.logging.Handler {
         }
         String text = format(r);
         int level = level(r.getLevel());
+        NativeRequest call = Instance.current();
+        if (call != null
+            && call.log(level, text.getBytes(StandardCharsets.UTF_8))) {
+            return;
+        }
         for (int i = OPEN.size() - 1; i >= 0; i--) {
             Instance target;
             try {

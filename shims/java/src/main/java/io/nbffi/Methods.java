@@ -1,6 +1,5 @@
 package io.nbffi;
 
-import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
@@ -18,14 +17,30 @@ public final class Methods {
     /** Longest method name in bytes of UTF-8 (NBFFI_MAX_METHOD). */
     public static final int MAX_NAME = 255;
 
+    /* The events of a table made without: names checked, all dropped. */
+    private static final Events DROP = (name, data) -> {
+        Names.check("event", name, Events.MAX_NAME);
+        return false;
+    };
+
     private final Map<String, String> config;
+    private final Events events;
     private final Map<String, Entry> byName = new LinkedHashMap<>();
     private final List<Entry> entries = new ArrayList<>();
 
-    /** An empty table; {@code config} is what {@link #config()} returns. */
+    /**
+     * An empty table; {@code config} is what {@link #config()} returns.
+     * Its {@link #events()} drop every event.
+     */
     public Methods(Map<String, String> config) {
+        this(config, DROP);
+    }
+
+    /** An empty table whose {@link #events()} is {@code events}. */
+    public Methods(Map<String, String> config, Events events) {
         this.config = Collections.unmodifiableMap(
             new LinkedHashMap<>(config));
+        this.events = Objects.requireNonNull(events, "events");
     }
 
     /**
@@ -34,7 +49,13 @@ public final class Methods {
      */
     public static Methods of(Handler handler, Map<String, String> config)
         throws Exception {
-        Methods m = new Methods(config);
+        return of(handler, config, DROP);
+    }
+
+    /** {@link #of(Handler, Map)} whose {@link #events()} is events. */
+    public static Methods of(Handler handler, Map<String, String> config,
+        Events events) throws Exception {
+        Methods m = new Methods(config, events);
         handler.register(m);
         return m;
     }
@@ -47,6 +68,33 @@ public final class Methods {
     /** Serves {@code name} with a method that answers through a stage. */
     public Methods async(String name, AsyncMethod method) {
         return add(name, null, Objects.requireNonNull(method, "method"));
+    }
+
+    /**
+     * Serves {@code name} with a method that streams its reply in chunks
+     * (Lua: {@code rt:stream}).
+     */
+    public Methods stream(String name, StreamMethod method) {
+        return add(name, new Entry(name, null, null,
+            Objects.requireNonNull(method, "method"), null));
+    }
+
+    /**
+     * Serves {@code name} with a method whose reply is a
+     * {@link java.util.concurrent.Flow.Publisher} of chunks (Lua:
+     * {@code rt:stream}).
+     */
+    public Methods publish(String name, PublisherMethod method) {
+        return add(name, new Entry(name, null, null, null,
+            Objects.requireNonNull(method, "method")));
+    }
+
+    /**
+     * The runtime's events: emit from any thread, at any time until the
+     * handler's close returned (see {@link Events}).  Keep it.
+     */
+    public Events events() {
+        return events;
     }
 
     /** The {@code arg.NAME=VALUE} lines of the cfg, by NAME. */
@@ -75,6 +123,14 @@ public final class Methods {
      * For tests and for other hosts (e.g. a sidecar).
      */
     public CompletableFuture<byte[]> call(Request request) {
+        return call(request, null);
+    }
+
+    /**
+     * {@link #call(Request)} with a sink for the chunks of a streaming
+     * method (null: a plain call, which such a method refuses).
+     */
+    public CompletableFuture<byte[]> call(Request request, Sink sink) {
         CompletableFuture<byte[]> f = new CompletableFuture<>();
         Reply reply = new Reply() {
             @Override
@@ -85,6 +141,11 @@ public final class Methods {
             @Override
             public void fail(Throwable t) {
                 f.completeExceptionally(t);
+            }
+
+            @Override
+            public Sink sink() {
+                return sink;
             }
         };
         Entry e = byName.get(request.method());
@@ -108,17 +169,16 @@ public final class Methods {
     }
 
     private Methods add(String name, SyncMethod sync, AsyncMethod async) {
+        return add(name, new Entry(name, sync, async, null, null));
+    }
+
+    private Methods add(String name, Entry e) {
         Objects.requireNonNull(name, "name");
-        int len = name.getBytes(StandardCharsets.UTF_8).length;
-        if (len == 0 || len > MAX_NAME || name.indexOf('\0') >= 0) {
-            throw new IllegalArgumentException("bad method name '" + name
-                + "': 1.." + MAX_NAME + " bytes of UTF-8, no NUL");
-        }
+        Names.check("method", name, MAX_NAME);
         if (byName.containsKey(name)) {
             throw new IllegalArgumentException(
                 "method '" + name + "' registered twice");
         }
-        Entry e = new Entry(name, sync, async);
         byName.put(name, e);
         entries.add(e);
         return this;
@@ -129,6 +189,11 @@ public final class Methods {
         void ok(byte[] data);
 
         void fail(Throwable t);
+
+        /* The stream's sink; null for a plain call. */
+        default Sink sink() {
+            return null;
+        }
     }
 
     /* One registered method. */
@@ -136,11 +201,21 @@ public final class Methods {
         final String name;
         private final SyncMethod sync;
         private final AsyncMethod async;
+        private final StreamMethod stream;
+        private final PublisherMethod publisher;
 
-        Entry(String name, SyncMethod sync, AsyncMethod async) {
+        Entry(String name, SyncMethod sync, AsyncMethod async,
+            StreamMethod stream, PublisherMethod publisher) {
             this.name = name;
             this.sync = sync;
             this.async = async;
+            this.stream = stream;
+            this.publisher = publisher;
+        }
+
+        /* True for methods that answer in chunks. */
+        boolean streams() {
+            return stream != null || publisher != null;
         }
 
         /* Runs the method; its outcome, whatever it is, reaches reply. */
@@ -148,6 +223,21 @@ public final class Methods {
             try {
                 if (sync != null) {
                     reply.ok(sync.call(request));
+                    return;
+                }
+                if (streams()) {
+                    Sink sink = reply.sink();
+                    if (sink == null) {
+                        throw new ErrorReply(ErrorReply.NOT_A_STREAM,
+                            "method '" + name + "' streams its reply: call"
+                            + " it with rt:stream");
+                    }
+                    if (stream != null) {
+                        stream.call(request, sink);
+                    } else {
+                        Pump.run(publisher.call(request), request, sink);
+                    }
+                    reply.ok(null);
                     return;
                 }
                 var stage = async.call(request);

@@ -15,6 +15,17 @@ final class Native {
     /* pop's result at end of queue: the runtime is closed and drained. */
     static final int CLOSED = -1;
 
+    /* Codes of send and emit (NBFFI_E*). */
+    static final int OK = 0;
+    static final int EPERM = -1;
+    static final int E2BIG = -7;
+    static final int EQFULL = -11;
+    static final int ENOMEM = -12;
+    static final int EINVAL = -22;
+    static final int ECLOSED = -32;
+    static final int ETIMEDOUT = -110;
+    static final int ECANCELED = -125;
+
     private Native() {
     }
 
@@ -45,6 +56,25 @@ final class Native {
     /* Answers the task with status and the first len bytes of data
        (null: empty), copied once; the task is gone afterwards. */
     static native void respond(long task, int status, byte[] data, int len);
+
+    /* The call's metadata as nbffi encodes it, or null when none. */
+    static native byte[] meta(long task);
+
+    /* The stream's window, 0 for a plain call. */
+    static native int window(long task);
+
+    /* nbffi_task_send of data[off, off + len), waiting up to timeoutNs
+       (-1: the task's deadline) while the window is full; OK or an
+       NBFFI_E* code. */
+    static native int send(long task, byte[] data, int off, int len,
+        long timeoutNs);
+
+    /* A log line carrying the task's metadata. */
+    static native void taskLog(long task, int level, byte[] message);
+
+    /* nbffi_emit; OK or an NBFFI_E* code. */
+    static native int emit(long queue, byte[] name, byte[] data, int off,
+        int len);
 
     /* A log line to the host; level as nbffi_log_level_t. */
     static native void log(long queue, int level, byte[] message);

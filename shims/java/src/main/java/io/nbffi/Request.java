@@ -1,6 +1,9 @@
 package io.nbffi;
 
 import java.nio.ByteBuffer;
+import java.time.Instant;
+import java.util.Map;
+import java.util.Optional;
 
 /**
  * One call: a method name and a payload of bytes.
@@ -42,10 +45,41 @@ public interface Request {
     boolean cancelled();
 
     /**
+     * The caller's deadline on the wall clock, or empty when the call has
+     * none: for APIs that take an Instant.  {@link #remainingNanos()} is
+     * the exact one (the monotonic clock).
+     */
+    default Optional<Instant> deadline() {
+        long left = remainingNanos();
+        return left == Long.MAX_VALUE
+            ? Optional.empty() : Optional.of(Instant.now().plusNanos(left));
+    }
+
+    /**
+     * The call's metadata (Lua's {@code opts.meta}: a request id, a
+     * {@code traceparent}, a tenant), in the caller's order; empty when
+     * it sent none.  Log lines that the method's thread writes through
+     * java.util.logging or System.Logger while it runs carry it too.
+     */
+    default Map<String, String> meta() {
+        return Map.of();
+    }
+
+    /** {@code meta().get(key)}: null when the call has no such key. */
+    default String meta(String key) {
+        return meta().get(key);
+    }
+
+    /**
      * A request over a heap copy of payload, without deadline: for unit
      * tests of handlers and for hosts other than nbffi.
      */
     static Request of(String method, byte[] payload) {
-        return new HeapRequest(method, payload);
+        return new HeapRequest(method, payload, Map.of());
+    }
+
+    /** {@link #of(String, byte[])} with metadata. */
+    static Request of(String method, byte[] payload, Map<String, String> meta) {
+        return new HeapRequest(method, payload, meta);
     }
 }

@@ -8,7 +8,9 @@ import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.util.Locale;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CancellationException;
 import java.util.concurrent.Executor;
+import java.util.concurrent.Flow;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.logging.Level;
@@ -155,6 +157,133 @@ public final class TestHandler implements Handler {
         m.sync("overflow", req -> {
             throw new StackOverflowError("deep");
         });
+        streams(m);
+        m.sync("meta", req -> {
+            StringBuilder sb = new StringBuilder();
+            req.meta().forEach((k, v) -> sb.append(k).append('=').append(v)
+                .append(';'));
+            return bytes(sb.toString());
+        });
+        m.sync("meta_log", req -> {
+            LOG.info("meta_log " + text(req));
+            return bytes(String.valueOf(req.meta("request_id")));
+        });
+        m.sync("deadline", req -> bytes(req.deadline()
+            .map(d -> d.isAfter(java.time.Instant.now()) ? "future" : "past")
+            .orElse("none")));
+        /* Payload "NAME DATA": one event; "true" when it was queued. */
+        m.sync("emit", req -> {
+            String[] a = text(req).split(" ", 2);
+            return bytes(Boolean.toString(m.events().emit(a[0],
+                a.length > 1 ? a[1] : "")));
+        });
+        /* Payload "N SIZE": N events "burst" of SIZE bytes (the first
+           bytes say which); replies how many were queued. */
+        m.sync("emit_n", req -> {
+            String[] a = text(req).split(" ");
+            int n = Integer.parseInt(a[0]);
+            byte[] data = new byte[Integer.parseInt(a[1])];
+            int queued = 0;
+            for (int i = 0; i < n; i++) {
+                byte[] tag = bytes(Integer.toString(i));
+                System.arraycopy(tag, 0, data, 0,
+                    Math.min(tag.length, data.length));
+                queued += m.events().emit("burst", data) ? 1 : 0;
+            }
+            return bytes(Integer.toString(queued));
+        });
+        /* An event from a thread of the handler's own, no call. */
+        m.sync("emit_later", req -> {
+            String t = text(req);
+            Thread th = new Thread(() -> m.events().emit("later", t),
+                "it-emitter");
+            th.start();
+            th.join();
+            return bytes("started");
+        });
+    }
+
+    private void streams(Methods m) {
+        /* Payload "N": chunks "chunk 1" .. "chunk N". */
+        m.stream("stream_n", (req, sink) -> {
+            int n = Integer.parseInt(text(req));
+            for (int i = 1; i <= n; i++) {
+                sink.send(bytes("chunk " + i));
+            }
+        });
+        /* Payload "N SIZE": N chunks of SIZE bytes 'x'. */
+        m.stream("stream_size", (req, sink) -> {
+            String[] a = text(req).split(" ");
+            byte[] b = new byte[Integer.parseInt(a[1])];
+            java.util.Arrays.fill(b, (byte) 'x');
+            for (int i = Integer.parseInt(a[0]); i > 0; i--) {
+                sink.send(b);
+            }
+        });
+        /* Sends "tick N" until the caller gives up (30 s at most), then
+           logs why, with the call's metadata. */
+        m.stream("stream_forever", (req, sink) -> {
+            long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            long i = 0;
+            try {
+                while (System.nanoTime() < end) {
+                    sink.send(bytes("tick " + ++i));
+                }
+            } catch (CancellationException e) {
+                LOG.info("stream_forever " + text(req) + " cancelled after "
+                    + i + " chunk(s): " + e.getMessage()
+                    + " (sink.cancelled " + sink.cancelled() + ")");
+                throw e;
+            }
+        });
+        /* Two chunks, then an error reply. */
+        m.stream("stream_error", (req, sink) -> {
+            sink.send(bytes("one"));
+            sink.send(bytes("two"));
+            throw new ErrorReply(9, "broke after two");
+        });
+        /* The payload's lines, one chunk each, through a Flow.Publisher
+           that honours demand. */
+        m.publish("publish_lines", req -> new Lines(text(req).split("\n")));
+        /* The window the caller asked for. */
+        m.stream("stream_window", (req, sink) ->
+            sink.send(bytes(Integer.toString(sink.window()))));
+    }
+
+    /* A publisher of fixed items that emits only what was requested. */
+    static final class Lines implements Flow.Publisher<byte[]> {
+        private final String[] items;
+
+        Lines(String[] items) {
+            this.items = items;
+        }
+
+        @Override
+        public void subscribe(Flow.Subscriber<? super byte[]> s) {
+            s.onSubscribe(new Flow.Subscription() {
+                private int next;
+                private long demand;
+                private boolean done;
+
+                @Override
+                public synchronized void request(long n) {
+                    demand += n;
+                    while (demand > 0 && next < items.length && !done) {
+                        demand--;
+                        s.onNext(bytes(items[next++]));
+                    }
+                    if (next == items.length && !done) {
+                        done = true;
+                        s.onComplete();
+                    }
+                }
+
+                @Override
+                public synchronized void cancel() {
+                    done = true;
+                }
+            });
+        }
     }
 
     private static boolean isVirtual(Thread t) {
