@@ -693,11 +693,12 @@ NBFFI_EXTERN int nbffi_task_respond_owned(nbffi_task_t *task, int status,
  * counts it.
  *
  * Wake-ups.  Chunks and events signal the same notifier as completions,
- * coalesced the same way.  After a wake-up the host takes, in any order,
- * completions (nbffi_host_reap), streams with chunks
- * (nbffi_host_reap_streams), events (nbffi_host_event_next) and log
- * lines (nbffi_host_log_next); each of these re-arms the notifier before
- * it looks, so nothing that arrives while the host is busy is missed.
+ * coalesced the same way.  After a wake-up the host takes completions
+ * (nbffi_host_reap), streams with chunks (nbffi_host_reap_streams),
+ * events (nbffi_host_event_next) and log lines (nbffi_host_log_next).
+ * The first three re-arm the notifier before they look (the event one
+ * when it takes a new batch), so whatever arrives after that signals
+ * again; take log lines after a reap.
  */
 
 
@@ -737,7 +738,9 @@ NBFFI_EXTERN int nbffi_host_reap_streams(nbffi_host_t *host,
  * the oldest unread chunk: 1 and *data, *len set (the bytes are owned by
  * the task, valid until the next nbffi_task_next_chunk() on it or its
  * release), or 0 when none is waiting now.  Taking a chunk opens the
- * window: a runtime thread waiting in nbffi_task_send() goes on.
+ * window: once half of it is free, runtime threads waiting in
+ * nbffi_task_send() go on (and the queue fd of a runtime that got
+ * NBFFI_EQFULL becomes readable).
  * NBFFI_EINVAL on a task not posted with NBFFI_CALL_STREAM.  Once the
  * task is reaped (its final status is known) and this returns 0, the
  * stream has ended.

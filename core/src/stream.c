@@ -6,7 +6,8 @@
  * `window' of them.  A send that finds the FIFO empty puts the task on the
  * host's ready list (once) and wakes the host; the host takes the ready
  * list (nbffi_host_reap_streams) and reads chunks until none is left.  A
- * read that opens the window wakes a send waiting for room.  The host
+ * read that leaves half the window free wakes the sends waiting for room
+ * (the host reads until none is left, so it always gets there).  The host
  * giving the task up cancels the stream: chunks freed, sends refused.
  *
  * The task stays valid for a send: its memory goes only after its answer
@@ -606,10 +607,12 @@ nbffi_task_next_chunk(nbffi_task_t *task, const void **data, size_t *len)
         if (x->head == NULL) {
             x->tail = NULL;
         }
-        /* the window was full: a send may wait for this room */
-        if (x->count-- == x->window) {
+        /* A send may wait for room: wake it once half the window is
+         * free, not at each read, so that it sends a batch per wake-up
+         * instead of one chunk (a wake costs ~20 us). */
+        if (--x->count == x->window / 2) {
             if (x->waiters > 0) {
-                pthread_cond_signal(&x->cond);
+                pthread_cond_broadcast(&x->cond);
             }
             kick = x->want_fd;
             x->want_fd = 0;

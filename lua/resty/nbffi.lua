@@ -230,6 +230,10 @@ local function shutdown()
     local last = now
     local rts = { unpack(all_rts) }
 
+    -- streams whose readers are gone with their requests: cancelled first,
+    -- so that no runtime thread waits for room while its runtime stops
+    waiters.give_up_streams()
+
     for i = 1, #rts do
         local rt = rts[i]
         local deadline = now + math_min(budget, rt._close_timeout) * 1e9
@@ -243,9 +247,6 @@ local function shutdown()
         C.nbffi_runtime_wait(rts[i]._ptr, last + 1e9)
         free_handle(rts[i])
     end
-
-    -- streams whose readers are gone with their requests
-    waiters.give_up_streams()
 
     -- life-cycle tasks of closes asked before complete soon after
     local until_ns = now_ns() + 1e9

@@ -853,10 +853,14 @@ test_stress_streams(void **state)
         }
     }
 
+    /* fini waits until the test's threads, which play the runtime's,
+     * have left the queue: else it would find them there and orphan it */
+    t_ctl_hold_fini();
     assert_int_equal(nbffi_runtime_close(rt, 0, NULL), 0);
     for (i = 0; i < T_S_THREADS; i++) {
         assert_int_equal(pthread_join(th[i], NULL), 0);
     }
+    t_ctl_release_fini();
 
     while (nbffi_host_event_next(host, &ev) == 1) {
         events++;

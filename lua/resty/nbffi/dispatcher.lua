@@ -151,6 +151,9 @@ local function deliver(task)
 
     local sema = rec.sema
     if sema and not vm_closing then
+        if rec.stream and sema:count() < 0 then
+            rec.posted = true   -- see reap_streams
+        end
         sema:post(rec.nwait or 1)
     end
     local on_done = rec.on_done
@@ -249,6 +252,11 @@ local function reap_streams()
             local rec = waiters.get(tonumber(C.nbffi_task_id(streams_out[i])))
             local sema = rec and rec.sema
             if sema and not vm_closing then
+                -- only a reader that waits now will resume: a killed one
+                -- left the count at 0, and must look abandoned
+                if sema:count() < 0 then
+                    rec.posted = true
+                end
                 sema:post(rec.nwait or 1)
             end
         end
@@ -545,6 +553,7 @@ local function wait_once(rec, poll)
         -- wait's granularity is 1 ms; less would not wait at all
         local ok, err = sema:wait(left < 0.001 and 0.001
                                   or math_min(left, MAX_WAIT))
+        rec.posted = nil
         local nwait = rec.nwait - 1
         rec.nwait = nwait
         if nwait == 0 and rec.sema == sema then

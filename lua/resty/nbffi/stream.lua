@@ -48,6 +48,10 @@ local ECLOSED = core.ECLOSED
 local ECANCELED = core.ECANCELED
 local MAX_DEADLINE = 2 ^ 62
 local MAX_WINDOW = 65536
+-- ns the reader spins for the first chunk before it yields: a runtime
+-- thread that is spinning on its queue sends it within a few us, which
+-- saves the wake-up of the dispatcher and a resume (~50-100 us)
+local FIRST_SPIN = 20000
 
 local YIELDABLE = {
     rewrite = true, access = true, content = true, timer = true,
@@ -126,6 +130,7 @@ local function iter(st)
 
         local rc = C.nbffi_task_next_chunk(rec.task, data_out, len_out)
         if rc == 1 then
+            st.spin = 0
             return ffi_string(data_out[0], len_out[0])
         end
 
@@ -141,16 +146,29 @@ local function iter(st)
             return nil
         end
 
-        local err
-        poll, err = dispatcher.wait_once(rec, poll)
-        if not poll then
-            if not rec.done then
-                st.err = err and ("cannot wait for the stream: " .. err)
-                         or "timeout"
-                finish(st)
-                return false, st.err
+        local ready = false
+        local spin = st.spin
+        if spin > 0 then
+            st.spin = 0
+            local task = rec.task
+            local stop = now_ns() + spin
+            repeat
+                ready = C.nbffi_task_chunks(task, nil) > 0
+            until ready or now_ns() >= stop
+        end
+
+        if not ready then
+            local err
+            poll, err = dispatcher.wait_once(rec, poll)
+            if not poll then
+                if not rec.done then
+                    st.err = err and ("cannot wait for the stream: " .. err)
+                             or "timeout"
+                    finish(st)
+                    return false, st.err
+                end
+                poll = dispatcher.POLL
             end
-            poll = dispatcher.POLL
         end
     end
 end
@@ -174,9 +192,9 @@ end
 
 
 local function check_opts(rt, opts)
-    local timeout, window, meta = rt._timeout, 0, nil
+    local timeout, window, meta, spin = rt._timeout, 0, nil, FIRST_SPIN
     if opts == nil then
-        return timeout, window, meta
+        return timeout, window, meta, spin
     end
     local t = type(opts)
     if t == "number" then
@@ -203,6 +221,14 @@ local function check_opts(rt, opts)
         if opts.meta ~= nil then
             meta = opts.meta
         end
+        v = opts.spin
+        if v ~= nil then
+            if type(v) ~= "number" or not (v >= 0 and v < math_huge) then
+                error("bad option 'spin' to 'stream' (microseconds >= 0"
+                      .. " expected)", 4)
+            end
+            spin = math_floor(v * 1000)
+        end
     else
         error("bad argument #3 to 'stream' (number or table expected, got "
               .. t .. ")", 4)
@@ -211,7 +237,7 @@ local function check_opts(rt, opts)
         error("bad timeout to 'stream' (positive number of seconds"
               .. " expected)", 4)
     end
-    return timeout, window, meta
+    return timeout, window, meta, spin
 end
 
 
@@ -231,7 +257,7 @@ end
 -- rt:stream(method, payload, opts): see the top of this file.  call_error
 -- turns a refused post's code into the message rt:call gives.
 function _M.open(rt, method, payload, opts, call_error)
-    local timeout, window, meta = check_opts(rt, opts)
+    local timeout, window, meta, spin = check_opts(rt, opts)
     local meta_s = ""
     if meta ~= nil then
         local err
@@ -292,6 +318,7 @@ function _M.open(rt, method, payload, opts, call_error)
         rec = rec,
         window = window > 0 and window or core.STREAM_WINDOW,
         ended = false,
+        spin = spin,            -- ns for the first chunk, then 0
         last = nil,
         err = nil,
         -- the finalizer must not reach st: it holds only rec and id

@@ -11,6 +11,10 @@
 --   sema      the semaphore its waiters wait on, while they do
 --   nwait     how many wait on it (a load may have several)
 --   gone      nobody waits any more: drop the result
+--   stream    a stream (resty.nbffi.stream): the record stays until its
+--             reader is done
+--   posted    a stream's semaphore was posted and its reader has not
+--             resumed yet
 --   done      the result is in: status, reply; or err, when the reply
 --             could not be delivered
 --   on_done   called with the record once the result is in (life-cycle
@@ -117,6 +121,12 @@ end
 local function abandoned(rec, now)
     if rec.deadline < now then
         return true
+    end
+    if rec.posted then
+        -- a stream's reader was posted and has not resumed yet: the
+        -- semaphore's count is 0 until it does, which is no sign of a
+        -- killed reader
+        return false
     end
     local sema = rec.sema
     return sema ~= nil and sema:count() >= 0
