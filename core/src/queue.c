@@ -484,26 +484,19 @@ nbffi_queue_closed(nbffi_queue_t *q)
 void
 nbffi__queue_close(nbffi_queue_t *q)
 {
-    int  fd;
-
     pthread_mutex_lock(&q->lock);
     atomic_store_explicit(&q->closed, 1, memory_order_release);
     pthread_cond_broadcast(&q->cond);
-    fd = q->efd;
-    if (fd >= 0) {
-        atomic_fetch_add_explicit(&q->fd_writers, 1, memory_order_relaxed);
-    }
     pthread_mutex_unlock(&q->lock);
 
-    if (fd >= 0) {
-        nbffi__queue_signal_fd(q, fd);
-    }
+    nbffi__queue_kick_fd(q);
 }
 
 
 /*
  * Any thread.  Makes the queue's eventfd readable, if a runtime asked for
- * it: a stream's window opened for a send that got NBFFI_EQFULL.
+ * it: the queue closed, or a stream's window opened for a send that got
+ * NBFFI_EQFULL.
  */
 void
 nbffi__queue_kick_fd(nbffi_queue_t *q)

@@ -193,21 +193,31 @@ nbj_payload(JNIEnv *env, jclass cls, jlong task)
 }
 
 
-static jbyteArray JNICALL
-nbj_bytes(JNIEnv *env, jclass cls, jlong task)
+/* A new Java byte[] holding a copy of len bytes at p (NULL: an exception
+ * is pending). */
+static jbyteArray
+nbj_byte_array(JNIEnv *env, const void *p, size_t len)
 {
-    size_t       len;
-    const void  *p;
-    jbyteArray   a;
+    jbyteArray  a;
 
-    (void) cls;
-    p = nbffi_task_payload(NBJ_TASK(task), &len);
     a = (*env)->NewByteArray(env, (jsize) len);
     if (a != NULL) {
         (*env)->SetByteArrayRegion(env, a, 0, (jsize) len,
                                    (const jbyte *) p);
     }
     return a;
+}
+
+
+static jbyteArray JNICALL
+nbj_bytes(JNIEnv *env, jclass cls, jlong task)
+{
+    size_t       len;
+    const void  *p;
+
+    (void) cls;
+    p = nbffi_task_payload(NBJ_TASK(task), &len);
+    return nbj_byte_array(env, p, len);
 }
 
 
@@ -297,19 +307,13 @@ nbj_meta(JNIEnv *env, jclass cls, jlong task)
 {
     size_t       len;
     const void  *p;
-    jbyteArray   a;
 
     (void) cls;
     p = nbffi_task_meta_raw(NBJ_TASK(task), &len);
     if (p == NULL || len == 0) {
         return NULL;
     }
-    a = (*env)->NewByteArray(env, (jsize) len);
-    if (a != NULL) {
-        (*env)->SetByteArrayRegion(env, a, 0, (jsize) len,
-                                   (const jbyte *) p);
-    }
-    return a;
+    return nbj_byte_array(env, p, len);
 }
 
 
