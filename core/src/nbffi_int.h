@@ -193,6 +193,8 @@ struct nbffi_queue_s {
     atomic_int            closed;
     unsigned              max;
     int                   sleepers;     /* threads in pthread_cond_wait */
+    int                   signaled;     /* signals sent to sleepers that
+                                           have not woken yet (at most) */
     atomic_int            spinning;     /* a thread spins: skip the signal */
     atomic_llong          spin_ns;      /* adaptive spin budget */
     atomic_llong          spin_max;     /* its bound, 0: never spin */

@@ -111,7 +111,7 @@ nbffi__queue_close_fd(nbffi_queue_t *q)
 int
 nbffi__queue_push(nbffi_queue_t *q, nbffi_task_t *task)
 {
-    int       fd;
+    int       fd, wake;
     unsigned  len;
 
     task->next = NULL;
@@ -137,11 +137,13 @@ nbffi__queue_push(nbffi_queue_t *q, nbffi_task_t *task)
     q->tail = task;
     atomic_store_explicit(&q->len, len + 1, memory_order_release);
 
-    /* A spinning thread sees the new length by itself. */
-    if (q->sleepers > 0
-        && !atomic_load_explicit(&q->spinning, memory_order_relaxed))
-    {
-        pthread_cond_signal(&q->cond);
+    /* A spinning thread sees the new length by itself, and one signalled
+     * takes every task queued when it wakes: the posts of one event-loop
+     * iteration cost one wake-up, not one each. */
+    wake = (q->sleepers > q->signaled
+            && !atomic_load_explicit(&q->spinning, memory_order_relaxed));
+    if (wake) {
+        q->signaled++;
     }
 
     fd = (len == 0) ? q->efd : -1;
@@ -150,6 +152,12 @@ nbffi__queue_push(nbffi_queue_t *q, nbffi_task_t *task)
     }
 
     pthread_mutex_unlock(&q->lock);
+
+    /* After the unlock: the woken thread does not wait for our lock.  The
+     * sleeper counted above is inside pthread_cond_wait already. */
+    if (wake) {
+        pthread_cond_signal(&q->cond);
+    }
 
     if (fd >= 0) {
         nbffi__queue_signal_fd(q, fd);
@@ -304,6 +312,11 @@ nbffi__queue_sleep(nbffi_queue_t *q, int64_t until_ns, nbffi_task_t **out,
         }
 
         q->sleepers--;
+        if (q->signaled > 0) {
+            /* a timeout may take the place of a signal here: then a later
+             * push signals once more than needed, never once less */
+            q->signaled--;
+        }
 
         if (rc == ETIMEDOUT
             && atomic_load_explicit(&q->len, memory_order_relaxed) == 0
@@ -381,7 +394,8 @@ nbffi__queue_take_locked(nbffi_queue_t *q, nbffi_task_t **out, int max)
     atomic_store_explicit(&q->len, len, memory_order_relaxed);
 
     /* Pass the baton: more work than this thread took. */
-    if (len > 0 && q->sleepers > 0) {
+    if (len > 0 && q->sleepers > q->signaled) {
+        q->signaled++;
         pthread_cond_signal(&q->cond);
     }
 
