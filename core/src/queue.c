@@ -12,6 +12,7 @@
  */
 
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <time.h>
@@ -28,6 +29,16 @@ static int nbffi__queue_spin(nbffi_queue_t *q, int64_t until_ns);
 static int nbffi__queue_sleep(nbffi_queue_t *q, int64_t until_ns,
     nbffi_task_t **out, int max);
 static void nbffi__queue_signal_fd(nbffi_queue_t *q, int fd);
+static void nbffi__queue_sched(nbffi_queue_t *q);
+static void nbffi__queue_sched_key(void);
+
+
+/* Set (non-NULL) once the thread's scheduling policy was looked at.  A
+ * pthread key, not _Thread_local: LeakSanitizer's exit check died on the
+ * dynamic TLS of a dlopen'ed libnbffi in a thread that never left. */
+static pthread_key_t   nbffi__queue_sched_set;
+static pthread_once_t  nbffi__queue_sched_once = PTHREAD_ONCE_INIT;
+static int             nbffi__queue_sched_ok;
 
 
 int
@@ -175,6 +186,13 @@ nbffi_queue_pop(nbffi_queue_t *q, nbffi_task_t **out, int max,
 
     if (q == NULL || out == NULL || max <= 0) {
         return NBFFI_EINVAL;
+    }
+
+    (void) pthread_once(&nbffi__queue_sched_once, nbffi__queue_sched_key);
+    if (nbffi__queue_sched_ok
+        && pthread_getspecific(nbffi__queue_sched_set) == NULL)
+    {
+        nbffi__queue_sched(q);
     }
 
     atomic_fetch_add_explicit(&q->poppers, 1, memory_order_relaxed);
@@ -529,6 +547,39 @@ nbffi__queue_take_all(nbffi_queue_t *q)
     pthread_mutex_unlock(&q->lock);
 
     return list;
+}
+
+
+/*
+ * Once per thread, at its first pop: SCHED_BATCH, unless the runtime asked
+ * for NBFFI_LOAD_SCHED_NORMAL.  A woken thread of ours then waits for the
+ * running one to give up the CPU (the host's event loop, which just posted,
+ * gets to finish its iteration and post more) instead of preempting it.
+ * Not fatal: a sandbox may refuse it, the thread then keeps its policy.
+ */
+static void
+nbffi__queue_sched(nbffi_queue_t *q)
+{
+#ifdef SCHED_BATCH
+    struct sched_param  sp;
+
+    if (q->sched_batch) {
+        memset(&sp, 0, sizeof(sp));
+        (void) sched_setscheduler(0, SCHED_BATCH, &sp);
+    }
+#else
+    (void) q;
+#endif
+
+    (void) pthread_setspecific(nbffi__queue_sched_set, q);
+}
+
+
+static void
+nbffi__queue_sched_key(void)
+{
+    nbffi__queue_sched_ok = (pthread_key_create(&nbffi__queue_sched_set,
+                                                NULL) == 0);
 }
 
 
