@@ -385,6 +385,11 @@ def write(out, results, command):
                  "and short wrk runs. For trying the command; run "
                  "`bench/run` for the real numbers.")
     doc = "\n\n".join([head, *sections(r, img.name)]) + "\n"
+    # measurements made by hand (CPU per call, the anchor comparison) are
+    # kept in <out>/cpu-per-call.md and carried over to each new report
+    notes = img / "cpu-per-call.md"
+    if notes.exists():
+        doc += "\n" + notes.read_text()
     out.write_text(doc)
 
 

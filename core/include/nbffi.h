@@ -123,6 +123,10 @@ typedef enum {
 
 /* Load flags, for nbffi_runtime_load(). */
 #define NBFFI_LOAD_GLOBAL          0x1u  /* dlopen with RTLD_GLOBAL        */
+#define NBFFI_LOAD_SCHED_NORMAL    0x2u  /* leave the scheduling policy of
+                                            the threads that pop the queue
+                                            alone (default: SCHED_BATCH,
+                                            see nbffi_queue_pop)           */
 
 /* Call flags, for nbffi_call(). */
 #define NBFFI_CALL_BORROW          0x1u  /* do not copy the payload: the
@@ -594,6 +598,14 @@ typedef int (*nbffi_runtime_fini_fn)(void *data, int64_t deadline_ns);
  * or NBFFI_ECLOSED once the queue is closed and empty (end-of-queue: the
  * thread should exit).  Tasks whose deadline passed or that the host
  * released are answered by nbffi and not returned.
+ *
+ * The first pop on a thread makes it SCHED_BATCH on Linux (unless the
+ * runtime was loaded with NBFFI_LOAD_SCHED_NORMAL; a failure is ignored):
+ * same CPU share, but a wake-up of the thread no longer preempts the
+ * thread running on that CPU -- the host's event loop, which has just
+ * posted -- and a spin while the event loop is busy costs the CPU only
+ * when nobody else wants it.  On a 2-vCPU VM under load this cut the
+ * runtime thread's CPU per call by about two thirds (docs/benchmarks.md).
  */
 NBFFI_EXTERN int nbffi_queue_pop(nbffi_queue_t *q, nbffi_task_t **out,
     int max, int64_t timeout_ns);

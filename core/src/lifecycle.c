@@ -99,7 +99,8 @@ nbffi_runtime_load(nbffi_host_t *host, const char *lib,
     nbffi_runtime_t  *rt;
 
     if (host == NULL || lib == NULL || lib[0] == '\0' || out == NULL
-        || (cfg == NULL && cfg_len != 0) || (flags & ~NBFFI_LOAD_GLOBAL))
+        || (cfg == NULL && cfg_len != 0)
+        || (flags & ~(NBFFI_LOAD_GLOBAL | NBFFI_LOAD_SCHED_NORMAL)))
     {
         return NBFFI_EINVAL;
     }
@@ -142,6 +143,7 @@ nbffi_runtime_load(nbffi_host_t *host, const char *lib,
     if (rc != 0) {
         goto failed_queue;
     }
+    rt->q.sched_batch = !(flags & NBFFI_LOAD_SCHED_NORMAL);
 
     t = NULL;
     if (task != NULL) {

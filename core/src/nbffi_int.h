@@ -289,9 +289,13 @@ struct nbffi_queue_s {
     atomic_int            closed;
     unsigned              max;
     int                   sleepers;     /* threads in pthread_cond_wait */
+    int                   signaled;     /* signals sent to sleepers that
+                                           have not woken yet (at most) */
     atomic_int            spinning;     /* a thread spins: skip the signal */
     atomic_llong          spin_ns;      /* adaptive spin budget */
     atomic_llong          spin_max;     /* its bound, 0: never spin */
+    int                   sched_batch;  /* popping threads: SCHED_BATCH;
+                                           set before any thread starts */
     int                   efd;          /* nbffi_queue_fd(), -1 until asked,
                                            NBFFI__QUEUE_FD_GONE when closed */
     atomic_int            fd_writers;   /* threads writing efd unlocked */

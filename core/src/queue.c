@@ -12,6 +12,7 @@
  */
 
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <time.h>
@@ -28,6 +29,16 @@ static int nbffi__queue_spin(nbffi_queue_t *q, int64_t until_ns);
 static int nbffi__queue_sleep(nbffi_queue_t *q, int64_t until_ns,
     nbffi_task_t **out, int max);
 static void nbffi__queue_signal_fd(nbffi_queue_t *q, int fd);
+static void nbffi__queue_sched(nbffi_queue_t *q);
+static void nbffi__queue_sched_key(void);
+
+
+/* Set (non-NULL) once the thread's scheduling policy was looked at.  A
+ * pthread key, not _Thread_local: LeakSanitizer's exit check died on the
+ * dynamic TLS of a dlopen'ed libnbffi in a thread that never left. */
+static pthread_key_t   nbffi__queue_sched_set;
+static pthread_once_t  nbffi__queue_sched_once = PTHREAD_ONCE_INIT;
+static int             nbffi__queue_sched_ok;
 
 
 int
@@ -111,7 +122,7 @@ nbffi__queue_close_fd(nbffi_queue_t *q)
 int
 nbffi__queue_push(nbffi_queue_t *q, nbffi_task_t *task)
 {
-    int       fd;
+    int       fd, wake;
     unsigned  len;
 
     task->next = NULL;
@@ -137,11 +148,13 @@ nbffi__queue_push(nbffi_queue_t *q, nbffi_task_t *task)
     q->tail = task;
     atomic_store_explicit(&q->len, len + 1, memory_order_release);
 
-    /* A spinning thread sees the new length by itself. */
-    if (q->sleepers > 0
-        && !atomic_load_explicit(&q->spinning, memory_order_relaxed))
-    {
-        pthread_cond_signal(&q->cond);
+    /* A spinning thread sees the new length by itself, and one signalled
+     * takes every task queued when it wakes: the posts of one event-loop
+     * iteration cost one wake-up, not one each. */
+    wake = (q->sleepers > q->signaled
+            && !atomic_load_explicit(&q->spinning, memory_order_relaxed));
+    if (wake) {
+        q->signaled++;
     }
 
     fd = (len == 0) ? q->efd : -1;
@@ -150,6 +163,12 @@ nbffi__queue_push(nbffi_queue_t *q, nbffi_task_t *task)
     }
 
     pthread_mutex_unlock(&q->lock);
+
+    /* After the unlock: the woken thread does not wait for our lock.  The
+     * sleeper counted above is inside pthread_cond_wait already. */
+    if (wake) {
+        pthread_cond_signal(&q->cond);
+    }
 
     if (fd >= 0) {
         nbffi__queue_signal_fd(q, fd);
@@ -167,6 +186,13 @@ nbffi_queue_pop(nbffi_queue_t *q, nbffi_task_t **out, int max,
 
     if (q == NULL || out == NULL || max <= 0) {
         return NBFFI_EINVAL;
+    }
+
+    (void) pthread_once(&nbffi__queue_sched_once, nbffi__queue_sched_key);
+    if (nbffi__queue_sched_ok
+        && pthread_getspecific(nbffi__queue_sched_set) == NULL)
+    {
+        nbffi__queue_sched(q);
     }
 
     atomic_fetch_add_explicit(&q->poppers, 1, memory_order_relaxed);
@@ -304,6 +330,11 @@ nbffi__queue_sleep(nbffi_queue_t *q, int64_t until_ns, nbffi_task_t **out,
         }
 
         q->sleepers--;
+        if (q->signaled > 0) {
+            /* a timeout may take the place of a signal here: then a later
+             * push signals once more than needed, never once less */
+            q->signaled--;
+        }
 
         if (rc == ETIMEDOUT
             && atomic_load_explicit(&q->len, memory_order_relaxed) == 0
@@ -381,7 +412,8 @@ nbffi__queue_take_locked(nbffi_queue_t *q, nbffi_task_t **out, int max)
     atomic_store_explicit(&q->len, len, memory_order_relaxed);
 
     /* Pass the baton: more work than this thread took. */
-    if (len > 0 && q->sleepers > 0) {
+    if (len > 0 && q->sleepers > q->signaled) {
+        q->signaled++;
         pthread_cond_signal(&q->cond);
     }
 
@@ -530,6 +562,39 @@ nbffi__queue_take_all(nbffi_queue_t *q)
     pthread_mutex_unlock(&q->lock);
 
     return list;
+}
+
+
+/*
+ * Once per thread, at its first pop: SCHED_BATCH, unless the runtime asked
+ * for NBFFI_LOAD_SCHED_NORMAL.  A woken thread of ours then waits for the
+ * running one to give up the CPU (the host's event loop, which just posted,
+ * gets to finish its iteration and post more) instead of preempting it.
+ * Not fatal: a sandbox may refuse it, the thread then keeps its policy.
+ */
+static void
+nbffi__queue_sched(nbffi_queue_t *q)
+{
+#ifdef SCHED_BATCH
+    struct sched_param  sp;
+
+    if (q->sched_batch) {
+        memset(&sp, 0, sizeof(sp));
+        (void) sched_setscheduler(0, SCHED_BATCH, &sp);
+    }
+#else
+    (void) q;
+#endif
+
+    (void) pthread_setspecific(nbffi__queue_sched_set, q);
+}
+
+
+static void
+nbffi__queue_sched_key(void)
+{
+    nbffi__queue_sched_ok = (pthread_key_create(&nbffi__queue_sched_set,
+                                                NULL) == 0);
 }
 
 

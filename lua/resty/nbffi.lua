@@ -475,6 +475,7 @@ function _M.load(lib, cfg, opts)
     local borrow_min = check_opt(opts, "borrow_min", "number", "load")
                        or BORROW_MIN
     local global = check_opt(opts, "global", "boolean", "load")
+    local sched = check_opt(opts, "sched", "string", "load")
     local search_path = check_opt(opts, "search_path", "string", "load")
     local name = check_opt(opts, "name", "string", "load") or lib
 
@@ -496,6 +497,10 @@ function _M.load(lib, cfg, opts)
     end
     if borrow_min < 0 or borrow_min ~= borrow_min then     -- NaN too
         error("bad option 'borrow_min' to 'load' (bytes >= 0 expected)", 2)
+    end
+    if sched ~= nil and sched ~= "batch" and sched ~= "normal" then
+        error("bad option 'sched' to 'load' (\"batch\" or \"normal\""
+              .. " expected)", 2)
     end
 
     if lib == "" then
@@ -527,7 +532,9 @@ function _M.load(lib, cfg, opts)
     local rc = C.nbffi_runtime_load(h, lib, search_path, cfg, #cfg,
                                     max_queue, max_payload,
                                     deadline < MAX_DEADLINE and deadline or 0,
-                                    global and core.LOAD_GLOBAL or 0,
+                                    (global and core.LOAD_GLOBAL or 0)
+                                    + (sched == "normal"
+                                       and core.LOAD_SCHED_NORMAL or 0),
                                     rt_out, task_out)
     if rc < 0 then
         return nil, "cannot start the runtime: " .. strerror(rc)

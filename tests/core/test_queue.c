@@ -430,6 +430,80 @@ test_pop_skips_only_dead_tasks(void **state)
     nbffi_task_release(live);
 }
 
+struct t_sched {
+    nbffi_queue_t  *q;
+    int             reset;      /* sched_setscheduler's, before it */
+    int             policy;     /* after the pop */
+};
+
+static void *
+t_pop_sched(void *arg)
+{
+    nbffi_task_t        *task;
+    struct t_sched      *ts;
+    struct sched_param   sp;
+
+    ts = arg;
+    /* threads inherit the policy: this one's creator may have popped */
+    memset(&sp, 0, sizeof(sp));
+    ts->reset = sched_setscheduler(0, SCHED_OTHER, &sp);
+    (void) nbffi_queue_pop(ts->q, &task, 1, 0);
+    ts->policy = sched_getscheduler(0);
+
+    return NULL;
+}
+
+/* The policy of a new SCHED_OTHER thread after its first pop on q. */
+static int
+t_policy_after_pop(nbffi_queue_t *q)
+{
+    pthread_t       thread;
+    struct t_sched  ts;
+
+    ts.q = q;
+    ts.policy = -1;
+    assert_int_equal(pthread_create(&thread, NULL, t_pop_sched, &ts), 0);
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    assert_int_equal(ts.reset, 0);
+
+    return ts.policy;
+}
+
+static void
+test_pop_makes_thread_batch(void **state)
+{
+    struct t_fx  *fx;
+
+    fx = *state;
+
+    assert_int_equal(t_policy_after_pop(fx->q), SCHED_BATCH);
+}
+
+static void
+test_pop_sched_normal_left_alone(void **state)
+{
+    char              err[256];
+    nbffi_host_t     *host;
+    nbffi_queue_t    *q;
+    nbffi_runtime_t  *rt;
+
+    (void) state;
+
+    assert_int_equal(nbffi_host_new(&host, NBFFI_HOST_NOTIFY_EVENTFD), 0);
+    assert_int_equal(t_load_wait(host, T_CTL_PATH, NULL, "", 0, 0, 0, 0,
+                                 NBFFI_LOAD_SCHED_NORMAL, &rt, err,
+                                 sizeof(err)),
+                     0);
+    t_ctl_reset();
+    q = t_ctl_get()->q;
+    assert_non_null(q);
+
+    assert_int_equal(t_policy_after_pop(q), SCHED_OTHER);
+
+    assert_int_equal(t_close_free(rt, T_WAIT_MS), NBFFI_RT_CLOSED);
+    t_host_finish(host);
+}
+
 int
 main(void)
 {
@@ -451,6 +525,8 @@ main(void)
         T_FX(test_expired_in_queue_times_out),
         T_FX(test_released_before_pop_not_delivered),
         T_FX(test_pop_skips_only_dead_tasks),
+        T_FX(test_pop_makes_thread_batch),
+        cmocka_unit_test(test_pop_sched_normal_left_alone),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

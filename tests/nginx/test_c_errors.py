@@ -58,6 +58,8 @@ def test_bad_inputs_get_clear_errors(echo_nginx, balanced):
             show("raise queue", pcall(nbffi.load, echo, "", { max_queue = 1.5 }))
             show("raise borrow", pcall(nbffi.load, echo, "",
                                        { borrow_min = -1 }))
+            show("raise sched", pcall(nbffi.load, echo, "",
+                                      { sched = "fifo" }))
             show("raise timeout", pcall(rt.call, rt, "echo", "x", -1))
             show("raise nan timeout", pcall(rt.call, rt, "echo", "x", 0/0))
             show("huge timeout", rt:call("echo", "far", 1e300))
@@ -103,6 +105,8 @@ def test_bad_inputs_get_clear_errors(echo_nginx, balanced):
                       r"\(number expected, got string\)",
         "raise queue": r"false \| .*bad option 'max_queue' to 'load'",
         "raise borrow": r"false \| .*bad option 'borrow_min' to 'load'",
+        "raise sched": r"false \| .*bad option 'sched' to 'load' "
+                       r"\(\"batch\" or \"normal\" expected\)",
         "raise timeout": r"false \| .*bad timeout to 'call'",
         "raise nan timeout": r"false \| .*bad timeout to 'call'",
         "huge timeout": r"far \| nil",

@@ -171,6 +171,7 @@ local _M = {
     NOTIFY_SOCKET = 0x1,
     LOG_QUEUE = 0x2,
     LOAD_GLOBAL = 0x1,
+    LOAD_SCHED_NORMAL = 0x2,
     CALL_BORROW = 0x1,
     CALL_STREAM = 0x2,
     MAX_METHOD = 255,
