@@ -24,7 +24,8 @@ function _M.init_worker()
 end
 
 
--- /mixed?lang=LANG&n=SIZE: 200 and the echo of SIZE bytes, or 502 and why.
+-- /mixed?lang=LANG&n=SIZE: 200 and the echo of SIZE bytes, or 502 and why
+-- (logged).  A call may wait for its runtime's start (a JVM's, in a storm).
 function _M.call()
     local args = ngx.req.get_uri_args()
     local rt = rts[args.lang]
@@ -38,10 +39,12 @@ function _M.call()
         p = ("0123456789abcdef"):rep(math.ceil(n / 16)):sub(1, n)
         payloads[n] = p
     end
-    local reply, err = rt:call("echo", p, 5)
+    local reply, err = rt:call("echo", p, 10)   -- as the clients wait
     if reply ~= p then
+        err = err or "wrong reply"
+        ngx.log(ngx.WARN, "mixed_rt: ", args.lang, ": ", err)
         ngx.status = 502
-        return ngx.say(err or "wrong reply")
+        return ngx.say(err)
     end
     ngx.print(reply)
 end
