@@ -282,6 +282,22 @@ nbj_respond(JNIEnv *env, jclass cls, jlong task, jint status,
 }
 
 
+/* Copies a log message from Java into buf (NBJ_LOG_MAX bytes, the rest cut
+ * off); its length, or -1 with an exception pending. */
+static jsize
+nbj_log_text(JNIEnv *env, jbyteArray msg, char *buf)
+{
+    jsize  len;
+
+    len = (*env)->GetArrayLength(env, msg);
+    if (len > NBJ_LOG_MAX) {
+        len = NBJ_LOG_MAX;
+    }
+    (*env)->GetByteArrayRegion(env, msg, 0, len, (jbyte *) buf);
+    return (*env)->ExceptionCheck(env) ? -1 : len;
+}
+
+
 static void JNICALL
 nbj_log(JNIEnv *env, jclass cls, jlong queue, jint level, jbyteArray msg)
 {
@@ -290,12 +306,8 @@ nbj_log(JNIEnv *env, jclass cls, jlong queue, jint level, jbyteArray msg)
 
     (void) cls;
 
-    len = (*env)->GetArrayLength(env, msg);
-    if (len > NBJ_LOG_MAX) {
-        len = NBJ_LOG_MAX;
-    }
-    (*env)->GetByteArrayRegion(env, msg, 0, len, (jbyte *) buf);
-    if ((*env)->ExceptionCheck(env)) {
+    len = nbj_log_text(env, msg, buf);
+    if (len < 0) {
         return;
     }
     nbffi_log((nbffi_queue_t *) (uintptr_t) queue, level, buf, (size_t) len);
@@ -377,12 +389,8 @@ nbj_task_log(JNIEnv *env, jclass cls, jlong task, jint level,
 
     (void) cls;
 
-    len = (*env)->GetArrayLength(env, msg);
-    if (len > NBJ_LOG_MAX) {
-        len = NBJ_LOG_MAX;
-    }
-    (*env)->GetByteArrayRegion(env, msg, 0, len, (jbyte *) buf);
-    if ((*env)->ExceptionCheck(env)) {
+    len = nbj_log_text(env, msg, buf);
+    if (len < 0) {
         return;
     }
     nbffi_task_log(NBJ_TASK(task), level, buf, (size_t) len);
