@@ -66,9 +66,9 @@ local function reply_json(status, body)
     ngx.say(cjson.encode(body))
 end
 
--- content_by_lua*: calls method with the query's name, delay_ms and
--- count; timeout (seconds) bounds the call.
-function _M.call(method)
+-- The gRPC request of the query's name, delay_ms and count, and the
+-- query's arguments; or nil once it answered 500 (no runtime).
+local function request()
     if not rt then
         return reply_json(ngx.HTTP_INTERNAL_SERVER_ERROR,
                           { error = "runtime not loaded: " .. (load_err
@@ -76,11 +76,20 @@ function _M.call(method)
     end
 
     local args = ngx.req.get_uri_args()
-    local req = cjson.encode({
+    return cjson.encode({
         name = args.name,
         delayMs = tonumber(args.delay_ms),
         count = tonumber(args.count),
-    })
+    }), args
+end
+
+-- content_by_lua*: calls method with the query's name, delay_ms and
+-- count; timeout (seconds) bounds the call.
+function _M.call(method)
+    local req, args = request()
+    if not req then
+        return
+    end
 
     local reply, err, status = rt:call(method, req, {
         timeout = tonumber(args.timeout), meta = meta() })
@@ -103,18 +112,10 @@ end
 -- (chunked transfer encoding).  An error after the first line can only
 -- end the body: it is logged and sent as a last line {"error": ...}.
 function _M.stream()
-    if not rt then
-        return reply_json(ngx.HTTP_INTERNAL_SERVER_ERROR,
-                          { error = "runtime not loaded: " .. (load_err
-                                    or "greeter.init() was not called") })
+    local req, args = request()
+    if not req then
+        return
     end
-
-    local args = ngx.req.get_uri_args()
-    local req = cjson.encode({
-        name = args.name,
-        delayMs = tonumber(args.delay_ms),
-        count = tonumber(args.count),
-    })
 
     ngx.header.content_type = "application/x-ndjson"
     local iter, st = rt:stream("SayHellos", req, {
