@@ -119,12 +119,21 @@ local function call(method, payload)
 end
 
 
-function _M.predict()
+-- The request's body, or nil once it answered 400 (none).
+local function instances()
     ngx.req.read_body()
     local body = ngx.req.get_body_data()
     if not body then
         ngx.status = 400
         ngx.say('POST {"instances": [[64 numbers], ...]}')
+    end
+    return body
+end
+
+
+function _M.predict()
+    local body = instances()
+    if not body then
         return
     end
     call("predict", body)
@@ -139,11 +148,8 @@ end
 
 
 function _M.predict_stream()
-    ngx.req.read_body()
-    local body = ngx.req.get_body_data()
+    local body = instances()
     if not body then
-        ngx.status = 400
-        ngx.say('POST {"instances": [[64 numbers], ...]}')
         return
     end
     local rt, err = runtime()
