@@ -338,6 +338,35 @@ nbj_window(JNIEnv *env, jclass cls, jlong task)
 }
 
 
+/* len bytes of data from off, copied into stack when they fit (stack_len),
+ * else into memory the caller frees (buf != stack); NULL with *rc set:
+ * NBFFI_ENOMEM, or NBFFI_EINVAL with a Java exception pending. */
+static char *
+nbj_region(JNIEnv *env, jbyteArray data, jint off, jint len, char *stack,
+    size_t stack_len, int *rc)
+{
+    char  *buf;
+
+    buf = stack;
+    if ((size_t) len > stack_len) {
+        buf = malloc((size_t) len);
+        if (buf == NULL) {
+            *rc = NBFFI_ENOMEM;
+            return NULL;
+        }
+    }
+    (*env)->GetByteArrayRegion(env, data, off, len, (jbyte *) buf);
+    if ((*env)->ExceptionCheck(env)) {
+        if (buf != stack) {
+            free(buf);
+        }
+        *rc = NBFFI_EINVAL;
+        return NULL;
+    }
+    return buf;
+}
+
+
 /*
  * One chunk: copied out of the Java array (through the stack when small),
  * then nbffi_task_send copies it into the stream, waiting in native state
@@ -359,17 +388,8 @@ nbj_send(JNIEnv *env, jclass cls, jlong task, jbyteArray data, jint off,
         nbj_throw(env, "java/lang/IndexOutOfBoundsException", "chunk");
         return NBFFI_EINVAL;
     }
-    buf = stack;
-    if (len > (jint) sizeof(stack)) {
-        buf = malloc((size_t) len);
-        if (buf == NULL) {
-            return NBFFI_ENOMEM;
-        }
-    }
-    (*env)->GetByteArrayRegion(env, data, off, len, (jbyte *) buf);
-    if ((*env)->ExceptionCheck(env)) {
-        rc = NBFFI_EINVAL;
-    } else {
+    buf = nbj_region(env, data, off, len, stack, sizeof(stack), &rc);
+    if (buf != NULL) {
         rc = nbffi_task_send(NBJ_TASK(task), buf, (size_t) len,
                              (int64_t) timeout);
     }
@@ -417,17 +437,8 @@ nbj_emit(JNIEnv *env, jclass cls, jlong queue, jbyteArray name,
         return NBFFI_EINVAL;
     }
     (*env)->GetByteArrayRegion(env, name, 0, nlen, (jbyte *) n);
-    buf = stack;
-    if (len > (jint) sizeof(stack)) {
-        buf = malloc((size_t) len);
-        if (buf == NULL) {
-            return NBFFI_ENOMEM;
-        }
-    }
-    (*env)->GetByteArrayRegion(env, data, off, len, (jbyte *) buf);
-    if ((*env)->ExceptionCheck(env)) {
-        rc = NBFFI_EINVAL;
-    } else {
+    buf = nbj_region(env, data, off, len, stack, sizeof(stack), &rc);
+    if (buf != NULL) {
         rc = nbffi_emit((nbffi_queue_t *) (uintptr_t) queue, n,
                         (size_t) nlen, buf, (size_t) len);
     }
