@@ -16,13 +16,21 @@ function _M.init(lib, cfg)
     end
 end
 
-function _M.fetch()
+-- The query's upstream path, or nil once it answered 503 (no runtime).
+local function upstream_path()
     if not rt then
         ngx.status = 503
         ngx.say("runtime not loaded: ", load_err)
+        return nil
+    end
+    return ngx.unescape_uri(ngx.var.arg_path or "/")
+end
+
+function _M.fetch()
+    local path = upstream_path()
+    if not path then
         return
     end
-    local path = ngx.unescape_uri(ngx.var.arg_path or "/")
     local body, err, status = rt:call("fetch", path)
     if not body then
         -- the handler's error status is the upstream's HTTP status
@@ -38,12 +46,10 @@ end
 -- handler reads it (chunked transfer, one flush per line).  The request
 -- id goes with the call: the handler's log lines carry it.
 function _M.lines()
-    if not rt then
-        ngx.status = 503
-        ngx.say("runtime not loaded: ", load_err)
+    local path = upstream_path()
+    if not path then
         return
     end
-    local path = ngx.unescape_uri(ngx.var.arg_path or "/")
     local it, st = rt:stream("lines", path, {
         meta = {request_id = ngx.var.request_id},
     })
