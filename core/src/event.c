@@ -122,7 +122,7 @@ nbffi_emit(nbffi_queue_t *q, const char *name, size_t nlen,
     memcpy(e->buf, name, nlen);
     e->buf[nlen] = '\0';
     if (len != 0) {
-        memcpy(e->buf + nlen + 1, data, len);
+        nbffi__copy(e->buf + nlen + 1, data, len);
     }
 
     pthread_mutex_lock(&ev->lock);

@@ -15,7 +15,7 @@
  *   log.c        log lines: queued for the host, or written out
  *   done.c       the done stack and its wake-up coalescing
  *   notify.c     the completion notifier: eventfd or unix socket
- *   thread.c, clock.c, error.c   leaves
+ *   thread.c, clock.c, copy.c, error.c   leaves
  *
  * Lock order: nbffi_runtime_t.life_lock, then nbffi_queue_t.lock, then a
  * stripe of held.c, then nbffi__log_t.lock.  The done stack is lock-free.
@@ -387,6 +387,9 @@ struct nbffi_host_s {
 
 /* error.c */
 void nbffi__fatal(const char *what, const char *file, int line);
+
+/* copy.c */
+void nbffi__copy(void *dst, const void *src, size_t n);
 
 /* clock.c */
 int64_t nbffi__deadline_after_ms(int64_t ms);

@@ -8,7 +8,8 @@
  * thread at a time spins before it sleeps.  The spin budget adapts below
  * spin_max: a spin that ends without work halves it; a sleep that a task
  * ended sooner than spin_max raises it, since a spin would have caught that
- * task.
+ * task; an answer to a host that spins for it sets it to spin_max (task.c),
+ * since that host posts again within microseconds.
  */
 
 #include <errno.h>

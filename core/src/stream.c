@@ -356,7 +356,7 @@ nbffi_task_send(nbffi_task_t *task, const void *data, size_t len,
     c->next = NULL;
     c->len = len;
     if (len != 0) {
-        memcpy(c->data, data, len);
+        nbffi__copy(c->data, data, len);
     }
 
     if (timeout_ns < 0) {

@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -504,6 +505,153 @@ test_pop_sched_normal_left_alone(void **state)
     t_host_finish(host);
 }
 
+/* The answering side of test_answer_to_spinner_keeps_spinning. */
+struct t_answerer {
+    nbffi_queue_t  *q;
+    atomic_int      step;       /* 1: idle, 2: host spins, 3: in its pop */
+    atomic_int      tid;
+    int             rc;         /* of the pop that follows the answer */
+    long            nvcsw;      /* voluntary switches in that pop */
+    pthread_t       thread;
+};
+
+static void *
+t_answer_then_pop(void *arg)
+{
+    int                 i;
+    int64_t             t;
+    nbffi_task_t       *task;
+    struct rusage       ru0, ru1;
+    struct t_answerer  *a;
+
+    a = arg;
+    atomic_store(&a->tid, (int) syscall(SYS_gettid));
+
+    /* Idle pops of 1 ms halve the 50 us budget to nothing. */
+    for (i = 0; i < 10; i++) {
+        (void) nbffi_queue_pop(a->q, &task, 1, 1000000);
+    }
+    atomic_store(&a->step, 1);
+
+    while (atomic_load(&a->step) != 2) {
+        (void) sched_yield();
+    }
+    /* posted before this pop: taken without a spin or a sleep, whose end
+     * would raise the budget by itself */
+    if (nbffi_queue_pop(a->q, &task, 1, 0) != 1) {
+        a->rc = -1;
+        return NULL;
+    }
+    t = nbffi_now_ns() + 20000;         /* let the host's spin begin */
+    while (nbffi_now_ns() < t) {
+    }
+    (void) nbffi_task_respond(task, 0, "one", 3);
+
+    (void) getrusage(RUSAGE_THREAD, &ru0);
+    atomic_store(&a->step, 3);
+    a->rc = nbffi_queue_pop(a->q, &task, 1, -1);
+    (void) getrusage(RUSAGE_THREAD, &ru1);
+    a->nvcsw = ru1.ru_nvcsw - ru0.ru_nvcsw;
+    if (a->rc == 1) {
+        (void) nbffi_task_respond(task, 0, "two", 3);
+    }
+
+    return NULL;
+}
+
+/* Waits until thread is asleep or has burnt 5 ms of CPU spinning. */
+static void
+t_wait_asleep_or_spinning(struct t_answerer *a, int64_t until)
+{
+    clockid_t        cid;
+    struct timespec  ts;
+    int64_t          cpu0, cpu;
+
+    assert_int_equal(pthread_getcpuclockid(a->thread, &cid), 0);
+    assert_int_equal(clock_gettime(cid, &ts), 0);
+    cpu0 = (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+
+    for ( ;; ) {
+        if (t_thread_state(atomic_load(&a->tid)) == 'S') {
+            return;
+        }
+        assert_int_equal(clock_gettime(cid, &ts), 0);
+        cpu = (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+        if (cpu - cpu0 >= 5000000) {
+            return;
+        }
+        assert_true(nbffi_now_ns() < until);
+        (void) sched_yield();
+    }
+}
+
+/*
+ * A runtime thread that answers a caller spinning for the reply spins for
+ * that caller's next call at its full budget, even when idle pops brought
+ * the budget to nothing (task.c): else a caller that yields because the
+ * runtime sleeps, and a runtime that sleeps because that caller posts
+ * late, keep each other slow.  The next pop then takes the call without
+ * sleeping: no voluntary context switch.  A round whose answer came
+ * before the host's spin began (the host's notifier was written) is run
+ * again.
+ */
+static void
+test_answer_to_spinner_keeps_spinning(void **state)
+{
+    int                 round, fd, raced;
+    int64_t             until;
+    struct t_fx        *fx;
+    nbffi_task_t       *t1, *t2;
+    struct t_answerer   a;
+
+    fx = *state;
+    fd = nbffi_host_fd(fx->host);
+    nbffi_runtime_set_spin(fx->rt, T_HOUR_NS);
+
+    raced = 1;
+    for (round = 0; round < 20 && raced; round++) {
+        a.q = fx->q;
+        a.rc = -99;
+        a.nvcsw = -1;
+        atomic_init(&a.step, 0);
+        atomic_init(&a.tid, 0);
+        assert_int_equal(pthread_create(&a.thread, NULL, t_answer_then_pop,
+                                        &a), 0);
+
+        until = nbffi_now_ns() + (int64_t) T_WAIT_MS * 1000000;
+        while (atomic_load(&a.step) != 1) {
+            assert_true(nbffi_now_ns() < until);
+            (void) sched_yield();
+        }
+
+        t1 = t_call(fx->host, fx->rt, "m", "p1");
+        atomic_store(&a.step, 2);
+        assert_int_equal(nbffi_host_spin(fx->host, t1,
+                                         (int64_t) T_WAIT_MS * 1000000), 1);
+        raced = t_readable(fd, 0);
+        assert_ptr_equal(t_reap1(fx->host), t1);
+        t_reply_is(t1, 0, "one");
+        nbffi_task_release(t1);
+
+        while (atomic_load(&a.step) != 3) {
+            assert_true(nbffi_now_ns() < until);
+            (void) sched_yield();
+        }
+        t_wait_asleep_or_spinning(&a, until);
+
+        t2 = t_call(fx->host, fx->rt, "m", "p2");
+        assert_int_equal(pthread_join(a.thread, NULL), 0);
+        assert_int_equal(a.rc, 1);
+        assert_ptr_equal(t_reap1(fx->host), t2);
+        t_reply_is(t2, 0, "two");
+        nbffi_task_release(t2);
+        nbffi_host_drain(fx->host);
+    }
+
+    assert_false(raced);
+    assert_int_equal(a.nvcsw, 0);
+}
+
 int
 main(void)
 {
@@ -526,6 +674,7 @@ main(void)
         T_FX(test_released_before_pop_not_delivered),
         T_FX(test_pop_skips_only_dead_tasks),
         T_FX(test_pop_makes_thread_batch),
+        T_FX(test_answer_to_spinner_keeps_spinning),
         cmocka_unit_test(test_pop_sched_normal_left_alone),
     };
 

@@ -89,6 +89,75 @@ test_respond_copies(void **state)
     nbffi_task_release(task);
 }
 
+/*
+ * Large payloads and replies arrive intact at every alignment of source
+ * against destination, and a reply that overlaps the payload it replaces
+ * too (copy.c copies blocks of more than 2 KB in pieces).
+ */
+static void
+test_large_copies_any_alignment(void **state)
+{
+    enum { N = 10000 };
+    int            off;
+    size_t         len;
+    char          *payload, *src;
+    const char    *reply;
+    struct t_fx   *fx;
+    nbffi_task_t  *task, *rt_task;
+
+    fx = *state;
+    payload = malloc(N + 64 + 1);
+    src = malloc(N + 100 + 64);
+    assert_non_null(payload);
+    assert_non_null(src);
+    for (off = 0; off < N + 100 + 64; off++) {
+        src[off] = (char) ('a' + off % 23);
+    }
+
+    for (off = 0; off < 64; off += 5) {
+        /* payload copied in, reply copied over it (inline) */
+        memcpy(payload + off, src + 64 - off, N);
+        payload[off + N] = '\0';
+        task = t_call(fx->host, fx->rt, "m", payload + off);
+        rt_task = t_pop1(fx->q);
+        reply = nbffi_task_payload(rt_task, &len);
+        assert_int_equal(len, N);
+        assert_memory_equal(reply, src + 64 - off, N);
+        assert_int_equal(nbffi_task_respond(rt_task, 0, src + off, N), 0);
+        assert_ptr_equal(t_reap1(fx->host), task);
+        reply = nbffi_task_reply(task, &len);
+        assert_int_equal(len, N);
+        assert_memory_equal(reply, src + off, N);
+        nbffi_task_release(task);
+
+        /* a reply larger than the payload: copied to memory of its own */
+        task = t_call(fx->host, fx->rt, "m", payload + off);
+        assert_int_equal(nbffi_task_respond(t_pop1(fx->q), 0, src + off,
+                                            N + 100), 0);
+        assert_ptr_equal(t_reap1(fx->host), task);
+        reply = nbffi_task_reply(task, &len);
+        assert_int_equal(len, N + 100);
+        assert_memory_equal(reply, src + off, N + 100);
+        nbffi_task_release(task);
+    }
+
+    /* the payload's tail as the reply: the two overlap */
+    memcpy(payload, src + 64, N);
+    payload[N] = '\0';
+    task = t_call(fx->host, fx->rt, "m", payload);
+    rt_task = t_pop1(fx->q);
+    reply = nbffi_task_payload(rt_task, &len);
+    assert_int_equal(nbffi_task_respond(rt_task, 0, reply + 3, len - 3), 0);
+    assert_ptr_equal(t_reap1(fx->host), task);
+    reply = nbffi_task_reply(task, &len);
+    assert_int_equal(len, N - 3);
+    assert_memory_equal(reply, src + 64 + 3, N - 3);
+    nbffi_task_release(task);
+
+    free(payload);
+    free(src);
+}
+
 static void
 test_respond_empty(void **state)
 {
@@ -643,6 +712,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         T_FX(test_getters),
         T_FX(test_respond_copies),
+        T_FX(test_large_copies_any_alignment),
         T_FX(test_respond_empty),
         T_FX(test_respond_owned_hands_over),
         T_FX(test_respond_owned_after_host_gave_up),

@@ -5,9 +5,13 @@
 -- a yield costs the event loop ~3 us of CPU and the reply ~20 us of
 -- latency (the cross-thread wake).  So a caller spins for a budget that
 -- follows what successful spins took, times FACTOR; failures halve it,
--- down to none, after which a full-budget probe is made every probe_gap
--- calls (the gap doubling while probes fail), so that a runtime that
--- became fast again is noticed.  Calls from different light threads less
+-- down to none, after which a probe of PROBE_FACTOR times the bound is
+-- made every probe_gap calls (the gap doubling while probes fail), so
+-- that a runtime that became fast again is noticed.  A probe outlasts a
+-- sleeping runtime thread's wake-up (~20 us here), and libnbffi keeps the
+-- runtime's threads spinning after they answer a spinning caller: without
+-- both, a caller that yields and a runtime that sleeps can keep each other
+-- slow for good.  Calls from different light threads less
 -- than CONCURRENT_NS apart overlap (many requests at once): those callers
 -- yield instead, so that their calls run together rather than one at a
 -- time.
@@ -26,6 +30,7 @@ local FACTOR = 4
 local FLOOR = 2000              -- ns, least budget while spins succeed
 local PROBE_MIN = 8             -- calls between probes once spins failed
 local PROBE_MAX = 1024
+local PROBE_FACTOR = 4
 local CONCURRENT_NS = 20000
 
 
@@ -71,7 +76,7 @@ function _M.try(s, host, task)
             s.probe_in = left
             return false
         end
-        budget = max
+        budget = max * PROBE_FACTOR
     end
 
     local t0 = now_ns()
