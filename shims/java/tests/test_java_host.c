@@ -554,14 +554,15 @@ test_close_deadline_hurries_handlers(fx_t *fx)
 }
 
 
-/* Threads of this process named name (comm). */
+/* Threads of this process named name (comm); with show, each one's
+   state and kernel wait channel on stderr. */
 static int
-threads_named(const char *name)
+threads_shown(const char *name, int show)
 {
     DIR            *d;
     struct dirent  *e;
-    char            path[300], comm[64];
-    FILE           *f;
+    char            path[300], comm[64], wchan[64];
+    FILE           *f, *w;
     int             n;
 
     n = 0;
@@ -578,6 +579,20 @@ threads_named(const char *name)
             && comm[strlen(name)] == '\n')
         {
             n++;
+            if (show) {
+                (void) snprintf(path, sizeof(path),
+                                "/proc/self/task/%s/wchan", e->d_name);
+                w = fopen(path, "r");
+                wchan[0] = '\0';
+                if (w != NULL) {
+                    if (fgets(wchan, sizeof(wchan), w) == NULL) {
+                        wchan[0] = '\0';
+                    }
+                    fclose(w);
+                }
+                fprintf(stderr, "  thread %s %s: wchan %s\n", e->d_name,
+                        name, wchan[0] ? wchan : "?");
+            }
         }
         if (f != NULL) {
             fclose(f);
@@ -590,6 +605,13 @@ threads_named(const char *name)
 }
 
 
+static int
+threads_named(const char *name)
+{
+    return threads_shown(name, 0);
+}
+
+
 /* Waits until at most n threads are named name. */
 static void
 wait_threads(const char *name, int n)
@@ -599,8 +621,8 @@ wait_threads(const char *name, int n)
     end = nbffi_now_ns() + WAIT_MS * MS;
     while (threads_named(name) > n) {
         if (nbffi_now_ns() > end) {
-            fail("%d thread(s) named %s left, want %d", threads_named(name),
-                 name, n);
+            fail("%d thread(s) named %s left, want %d",
+                 threads_shown(name, 1), name, n);
         }
         poll(NULL, 0, 10);
     }
