@@ -559,25 +559,31 @@ t_answer_then_pop(void *arg)
     return NULL;
 }
 
+/* CPU time (ns) of the thread whose CPU clock is cid. */
+static int64_t
+t_cpu_ns(clockid_t cid)
+{
+    struct timespec  ts;
+
+    assert_int_equal(clock_gettime(cid, &ts), 0);
+    return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /* Waits until thread is asleep or has burnt 5 ms of CPU spinning. */
 static void
 t_wait_asleep_or_spinning(struct t_answerer *a, int64_t until)
 {
-    clockid_t        cid;
-    struct timespec  ts;
-    int64_t          cpu0, cpu;
+    clockid_t  cid;
+    int64_t    cpu0;
 
     assert_int_equal(pthread_getcpuclockid(a->thread, &cid), 0);
-    assert_int_equal(clock_gettime(cid, &ts), 0);
-    cpu0 = (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+    cpu0 = t_cpu_ns(cid);
 
     for ( ;; ) {
         if (t_thread_state(atomic_load(&a->tid)) == 'S') {
             return;
         }
-        assert_int_equal(clock_gettime(cid, &ts), 0);
-        cpu = (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
-        if (cpu - cpu0 >= 5000000) {
+        if (t_cpu_ns(cid) - cpu0 >= 5000000) {
             return;
         }
         assert_true(nbffi_now_ns() < until);

@@ -555,7 +555,7 @@ test_close_deadline_hurries_handlers(fx_t *fx)
 
 
 /* Threads of this process named name (comm); with show, each one's
-   state and kernel wait channel on stderr. */
+   kernel wait channel on stderr. */
 static int
 threads_shown(const char *name, int show)
 {
