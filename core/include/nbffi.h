@@ -469,8 +469,9 @@ NBFFI_EXTERN void nbffi_runtime_free(nbffi_runtime_t *rt);
 /*
  * Host thread.  The most a runtime thread of rt spins in nbffi_queue_pop()
  * before it sleeps (default 50 us; the spin adapts below it to the arrival
- * rate).  0 disables spinning: every idle pop sleeps, which saves CPU and
- * costs a thread wake-up (~20 us on a VM) per call.
+ * rate), and the bound that runtimes spinning on their own read with
+ * nbffi_queue_spin_max().  0 disables spinning: every idle pop sleeps,
+ * which saves CPU and costs a thread wake-up (~20 us on a VM) per call.
  */
 NBFFI_EXTERN void nbffi_runtime_set_spin(nbffi_runtime_t *rt,
     int64_t max_ns);
@@ -622,6 +623,13 @@ NBFFI_EXTERN int nbffi_queue_fd(nbffi_queue_t *q);
 
 /* Any thread.  1 once the host closed the runtime. */
 NBFFI_EXTERN int nbffi_queue_closed(nbffi_queue_t *q);
+
+/*
+ * Any thread.  The most a runtime thread should spin for work before it
+ * sleeps, in nanoseconds (nbffi_runtime_set_spin; 0: never spin), for
+ * runtimes that wait on nbffi_queue_fd() and spin on their own.
+ */
+NBFFI_EXTERN int64_t nbffi_queue_spin_max(nbffi_queue_t *q);
 
 /*
  * Runtime and core threads.  Writes a log line through the host (see

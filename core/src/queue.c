@@ -514,6 +514,13 @@ nbffi_queue_closed(nbffi_queue_t *q)
 }
 
 
+int64_t
+nbffi_queue_spin_max(nbffi_queue_t *q)
+{
+    return atomic_load_explicit(&q->spin_max, memory_order_relaxed);
+}
+
+
 void
 nbffi__queue_close(nbffi_queue_t *q)
 {

@@ -415,7 +415,7 @@ end
 -- cannot change: the runtime exists already.
 local LOAD_OPTS = {
     "max_queue", "max_payload", "timeout", "load_timeout", "close_timeout",
-    "spin", "borrow_min", "global", "search_path", "name",
+    "spin", "runtime_spin", "borrow_min", "global", "search_path", "name",
 }
 
 
@@ -472,6 +472,7 @@ function _M.load(lib, cfg, opts)
     local close_timeout = check_opt(opts, "close_timeout", "number", "load")
                           or DEFAULT_CLOSE_TIMEOUT
     local spin_us = check_opt(opts, "spin", "number", "load") or DEFAULT_SPIN
+    local runtime_spin = check_opt(opts, "runtime_spin", "number", "load")
     local borrow_min = check_opt(opts, "borrow_min", "number", "load")
                        or BORROW_MIN
     local global = check_opt(opts, "global", "boolean", "load")
@@ -494,6 +495,12 @@ function _M.load(lib, cfg, opts)
     check_seconds(close_timeout, "close_timeout", "load")
     if not (spin_us >= 0 and spin_us < math_huge) then
         error("bad option 'spin' to 'load' (microseconds >= 0 expected)", 2)
+    end
+    if runtime_spin ~= nil
+       and not (runtime_spin >= 0 and runtime_spin < math_huge)
+    then
+        error("bad option 'runtime_spin' to 'load' (microseconds >= 0"
+              .. " expected)", 2)
     end
     if borrow_min < 0 or borrow_min ~= borrow_min then     -- NaN too
         error("bad option 'borrow_min' to 'load' (bytes >= 0 expected)", 2)
@@ -539,6 +546,9 @@ function _M.load(lib, cfg, opts)
     if rc < 0 then
         return nil, "cannot start the runtime: " .. strerror(rc)
     end
+    if runtime_spin then
+        C.nbffi_runtime_set_spin(rt_out[0], math_floor(runtime_spin * 1000))
+    end
 
     rt = setmetatable({
         _ptr = rt_out[0],
@@ -562,6 +572,7 @@ function _M.load(lib, cfg, opts)
             max_queue = max_queue, max_payload = max_payload,
             timeout = timeout, load_timeout = load_timeout,
             close_timeout = close_timeout, spin = spin_us,
+            runtime_spin = runtime_spin or false,
             borrow_min = borrow_min, global = global or false,
             search_path = search_path or false, name = name,
         },

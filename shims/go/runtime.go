@@ -51,9 +51,9 @@ import (
 const (
 	batchSize = 64
 
-	// Bounds of the poller's spin (see spinner), those of libnbffi's own
-	// spin in nbffi_queue_pop.
-	spinMax = 50 * time.Microsecond
+	// The least spin of the poller (see spinner), that of libnbffi's own
+	// spin in nbffi_queue_pop; the most is the runtime's
+	// (nbffi_queue_spin_max, 50 us unless the host set it).
 	spinMin = time.Microsecond
 )
 
@@ -245,7 +245,9 @@ func (rt *runtime) poll() {
 
 	var batch [batchSize]*C.nbffi_task_t
 	var drain [8]byte
-	s := spinner{budget: spinMax}
+	s := spinner{}
+	s.bound(rt.q)
+	s.budget = s.max
 	for {
 		n := s.pop(rt.q, &batch)
 		if n < 0 {
@@ -256,6 +258,7 @@ func (rt *runtime) poll() {
 			return
 		}
 		if n == 0 {
+			s.bound(rt.q)
 			// Readable once a task is queued into the empty queue, or
 			// the queue is closed; the read drains it.
 			parked := time.Now()
@@ -277,11 +280,17 @@ func (rt *runtime) poll() {
 
 // spinner is the poller's spin before it parks, adaptive like the one of
 // nbffi_queue_pop: a spin that found nothing halves the budget (down to
-// none), a park that a task ended sooner than spinMax raises it, since a
+// none), a park that a task ended sooner than the bound raises it, since a
 // spin would have caught that task.  It catches the next call of a busy
 // caller without a wake-up, and costs an idle runtime nothing.
 type spinner struct {
 	budget time.Duration
+	max    time.Duration // the runtime's bound, read at each park
+}
+
+func (s *spinner) bound(q *C.nbffi_queue_t) {
+	s.max = time.Duration(C.nbffi_queue_spin_max(q))
+	s.budget = min(s.budget, s.max)
 }
 
 // pop takes a batch without waiting, trying again for up to the budget
@@ -293,6 +302,9 @@ func (s *spinner) pop(q *C.nbffi_queue_t, batch *[batchSize]*C.nbffi_task_t) int
 		n := int(C.nbffi_queue_pop(q, &batch[0], batchSize, 0))
 		if n != 0 {
 			return n
+		}
+		if s.budget == 0 {
+			return 0
 		}
 		now := time.Now()
 		if end.IsZero() {
@@ -308,8 +320,8 @@ func (s *spinner) pop(q *C.nbffi_queue_t, batch *[batchSize]*C.nbffi_task_t) int
 }
 
 func (s *spinner) woke(slept time.Duration) {
-	if slept < spinMax {
-		s.budget = min(max(s.budget*2, slept*2, spinMin), spinMax)
+	if slept < s.max {
+		s.budget = min(max(s.budget*2, slept*2, spinMin), s.max)
 	}
 }
 

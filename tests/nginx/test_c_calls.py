@@ -205,3 +205,60 @@ def test_hot_path_is_compiled_without_nyi(echo_nginx):
         }
     }""")
     assert ngx.request("/t").text == "traced=true nyi=\n"
+
+
+def runtime_threads_voluntary_switches(pid):
+    """Voluntary context switches of every thread of pid but its main one:
+    a thread that sleeps for work makes one each time."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        if tid == str(pid):
+            continue
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except FileNotFoundError:
+            pass            # a thread that left meanwhile
+    return total
+
+
+# runtime_spin bounds the runtime thread's spin in nbffi_queue_pop: at 0 it
+# sleeps whenever its queue is empty, so each of N sequential calls (the
+# caller yields: spin = 0) wakes it; at 1 s its adaptive spin soon covers
+# the gaps between the calls and it hardly sleeps at all.
+@pytest.mark.parametrize("runtime_spin", [0, 1e6], ids=["0", "1s"])
+def test_runtime_spin_bounds_the_runtime_threads_spin(echo_nginx, balanced,
+                                                      runtime_spin):
+    n = 200
+    ngx = echo_nginx(server=f"""
+    location = /pid {{
+        content_by_lua_block {{
+            require("echo_rt").rt("threads=1",
+                                  {{ runtime_spin = {runtime_spin} }})
+            ngx.print(ngx.worker.pid())
+        }}
+    }}
+    location = /seq {{
+        content_by_lua_block {{
+            local rt = require("echo_rt").rt("threads=1")
+            local ok = 0
+            for i = 1, {n} do
+                if rt:call("echo", "s" .. i, {{ spin = 0 }}) == "s" .. i then
+                    ok = ok + 1
+                end
+            end
+            ngx.print(ok)
+        }}
+    }}""")
+    pid = int(ngx.request("/pid").text)
+    assert ngx.request("/seq").text == str(n)       # warm: the spin adapts
+    before = runtime_threads_voluntary_switches(pid)
+    assert ngx.request("/seq").text == str(n)
+    slept = runtime_threads_voluntary_switches(pid) - before
+    if runtime_spin == 0:
+        assert slept >= n // 2, slept
+    else:
+        assert slept < n // 2, slept
+    balanced(ngx, workers=1)

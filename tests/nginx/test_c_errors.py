@@ -60,6 +60,8 @@ def test_bad_inputs_get_clear_errors(echo_nginx, balanced):
                                        { borrow_min = -1 }))
             show("raise sched", pcall(nbffi.load, echo, "",
                                       { sched = "fifo" }))
+            show("raise runtime_spin", pcall(nbffi.load, echo, "",
+                                             { runtime_spin = -1 }))
             show("raise timeout", pcall(rt.call, rt, "echo", "x", -1))
             show("raise nan timeout", pcall(rt.call, rt, "echo", "x", 0/0))
             show("huge timeout", rt:call("echo", "far", 1e300))
@@ -107,6 +109,8 @@ def test_bad_inputs_get_clear_errors(echo_nginx, balanced):
         "raise borrow": r"false \| .*bad option 'borrow_min' to 'load'",
         "raise sched": r"false \| .*bad option 'sched' to 'load' "
                        r"\(\"batch\" or \"normal\" expected\)",
+        "raise runtime_spin": r"false \| .*bad option 'runtime_spin' to "
+                              r"'load' \(microseconds >= 0 expected\)",
         "raise timeout": r"false \| .*bad timeout to 'call'",
         "raise nan timeout": r"false \| .*bad timeout to 'call'",
         "huge timeout": r"far \| nil",

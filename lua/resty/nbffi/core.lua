@@ -67,6 +67,8 @@ if not pcall(ffi.typeof, "nbffi_stats_t") then
     void nbffi_runtime_free(nbffi_runtime_t *rt);
     void nbffi_runtime_stats(nbffi_runtime_t *rt, nbffi_stats_t *out);
 
+    void nbffi_runtime_set_spin(nbffi_runtime_t *rt, int64_t max_ns);
+
     int nbffi_call(nbffi_host_t *host, nbffi_runtime_t *rt,
         const char *method, size_t mlen, const void *payload, size_t plen,
         int64_t deadline_ns, unsigned flags, nbffi_task_t **out);
