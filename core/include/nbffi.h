@@ -632,6 +632,15 @@ NBFFI_EXTERN int nbffi_queue_closed(nbffi_queue_t *q);
 NBFFI_EXTERN int64_t nbffi_queue_spin_max(nbffi_queue_t *q);
 
 /*
+ * Any thread.  The address of q's count of queued tasks, for runtimes that
+ * spin without calling into C for each look (Go: a cgo call per look keeps
+ * the scheduler's P in the syscall state, which its sysmon thread then
+ * watches every 20 us).  Read it with an atomic 32-bit load; nonzero means
+ * a pop will probably find work.  Owned by the queue, valid as long as q.
+ */
+NBFFI_EXTERN const unsigned int *nbffi_queue_pending(nbffi_queue_t *q);
+
+/*
  * Runtime and core threads.  Writes a log line through the host (see
  * nbffi_host_set_log and NBFFI_HOST_LOG_QUEUE).  msg need not be
  * NUL-terminated.  nbffi_logf formats like printf.

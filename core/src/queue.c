@@ -521,6 +521,17 @@ nbffi_queue_spin_max(nbffi_queue_t *q)
 }
 
 
+const unsigned int *
+nbffi_queue_pending(nbffi_queue_t *q)
+{
+    /* an atomic_uint is an unsigned int in memory on every target we
+     * build for (lock-free, same size) */
+    _Static_assert(sizeof(atomic_uint) == sizeof(unsigned int),
+                   "atomic_uint is not an unsigned int");
+    return (const unsigned int *) &q->len;
+}
+
+
 void
 nbffi__queue_close(nbffi_queue_t *q)
 {

@@ -245,7 +245,7 @@ func (rt *runtime) poll() {
 
 	var batch [batchSize]*C.nbffi_task_t
 	var drain [8]byte
-	s := spinner{}
+	s := spinner{pending: (*uint32)(unsafe.Pointer(C.nbffi_queue_pending(rt.q)))}
 	s.bound(rt.q)
 	s.budget = s.max
 	for {
@@ -284,8 +284,9 @@ func (rt *runtime) poll() {
 // spin would have caught that task.  It catches the next call of a busy
 // caller without a wake-up, and costs an idle runtime nothing.
 type spinner struct {
-	budget time.Duration
-	max    time.Duration // the runtime's bound, read at each park
+	budget  time.Duration
+	max     time.Duration // the runtime's bound, read at each park
+	pending *uint32       // the queue's count of queued tasks
 }
 
 func (s *spinner) bound(q *C.nbffi_queue_t) {
@@ -295,7 +296,11 @@ func (s *spinner) bound(q *C.nbffi_queue_t) {
 
 // pop takes a batch without waiting, trying again for up to the budget
 // while the handlers just started run (yielding to them: a short handler
-// answers on this thread before the next task is looked for).
+// answers on this thread before the next task is looked for).  Between
+// pops it watches the queue's count in memory, not through cgo: a cgo call
+// per look kept the P in the syscall state most of the time, which sysmon
+// then watched every 20 us and, whenever the thread was descheduled in it,
+// handed to another thread.
 func (s *spinner) pop(q *C.nbffi_queue_t, batch *[batchSize]*C.nbffi_task_t) int {
 	var end time.Time
 	for {
@@ -306,16 +311,18 @@ func (s *spinner) pop(q *C.nbffi_queue_t, batch *[batchSize]*C.nbffi_task_t) int
 		if s.budget == 0 {
 			return 0
 		}
-		now := time.Now()
 		if end.IsZero() {
-			end = now.Add(s.budget)
-		} else if now.After(end) {
-			if s.budget /= 2; s.budget < spinMin {
-				s.budget = 0
-			}
-			return 0
+			end = time.Now().Add(s.budget)
 		}
-		goruntime.Gosched()
+		for atomic.LoadUint32(s.pending) == 0 {
+			if time.Now().After(end) {
+				if s.budget /= 2; s.budget < spinMin {
+					s.budget = 0
+				}
+				return 0
+			}
+			goruntime.Gosched()
+		}
 	}
 }
 

@@ -202,6 +202,30 @@ test_pop_without_spin(void **state)
 }
 
 static void
+test_pending_counts_queued_tasks(void **state)
+{
+    struct t_fx         *fx;
+    nbffi_task_t        *a, *b, *out[2];
+    const unsigned int  *pending;
+
+    fx = *state;
+    pending = nbffi_queue_pending(fx->q);
+
+    assert_int_equal(__atomic_load_n(pending, __ATOMIC_ACQUIRE), 0);
+    a = t_call(fx->host, fx->rt, "m", "a");
+    b = t_call(fx->host, fx->rt, "m", "b");
+    assert_int_equal(__atomic_load_n(pending, __ATOMIC_ACQUIRE), 2);
+
+    assert_int_equal(nbffi_queue_pop(fx->q, out, 2, 0), 2);
+    assert_int_equal(__atomic_load_n(pending, __ATOMIC_ACQUIRE), 0);
+
+    assert_int_equal(nbffi_task_respond(out[0], 0, NULL, 0), 0);
+    assert_int_equal(nbffi_task_respond(out[1], 0, NULL, 0), 0);
+    nbffi_task_release(a);
+    nbffi_task_release(b);
+}
+
+static void
 test_close_delivers_queued_first(void **state)
 {
     int            i;
@@ -668,6 +692,7 @@ main(void)
         T_FX(test_pop_woken_by_call),
         T_FX(test_pop_woken_by_close),
         T_FX(test_pop_without_spin),
+        T_FX(test_pending_counts_queued_tasks),
         T_FX(test_close_delivers_queued_first),
         T_FX(test_queue_closed_flag),
         T_FX(test_queue_fd_readable_on_call),
