@@ -297,10 +297,10 @@ func (s *spinner) bound(q *C.nbffi_queue_t) {
 // pop takes a batch without waiting, trying again for up to the budget
 // while the handlers just started run (yielding to them: a short handler
 // answers on this thread before the next task is looked for).  Between
-// pops it watches the queue's count in memory, not through cgo: a cgo call
-// per look kept the P in the syscall state most of the time, which sysmon
-// then watched every 20 us and, whenever the thread was descheduled in it,
-// handed to another thread.
+// pops it watches the queue's count in memory, not through cgo: each cgo
+// call puts the P in the syscall state, and sysmon hands a P that stays
+// there over one of its ticks (20 us while busy) to another thread, which
+// happens whenever this thread is descheduled during the call.
 func (s *spinner) pop(q *C.nbffi_queue_t, batch *[batchSize]*C.nbffi_task_t) int {
 	var end time.Time
 	for {
