@@ -355,6 +355,14 @@ local function check_seconds(v, name, fname)
 end
 
 
+local function check_microseconds(v, name, fname)
+    if not (v >= 0 and v < math_huge) then         -- NaN too
+        error(str_format("bad option '%s' to '%s' (microseconds >= 0"
+                         .. " expected)", name, fname), 3)
+    end
+end
+
+
 -- The message of a runtime's failed start.
 local function start_error(rt, status)
     C.nbffi_runtime_error(rt._ptr, msg_out)
@@ -493,14 +501,9 @@ function _M.load(lib, cfg, opts)
     check_seconds(timeout, "timeout", "load")
     check_seconds(load_timeout, "load_timeout", "load")
     check_seconds(close_timeout, "close_timeout", "load")
-    if not (spin_us >= 0 and spin_us < math_huge) then
-        error("bad option 'spin' to 'load' (microseconds >= 0 expected)", 2)
-    end
-    if runtime_spin ~= nil
-       and not (runtime_spin >= 0 and runtime_spin < math_huge)
-    then
-        error("bad option 'runtime_spin' to 'load' (microseconds >= 0"
-              .. " expected)", 2)
+    check_microseconds(spin_us, "spin", "load")
+    if runtime_spin ~= nil then
+        check_microseconds(runtime_spin, "runtime_spin", "load")
     end
     if borrow_min < 0 or borrow_min ~= borrow_min then     -- NaN too
         error("bad option 'borrow_min' to 'load' (bytes >= 0 expected)", 2)
@@ -664,10 +667,7 @@ function runtime.call(self, method, payload, opts)
             timeout = check_opt(opts, "timeout", "number", "call") or timeout
             local s = check_opt(opts, "spin", "number", "call")
             if s then
-                if not (s >= 0 and s < math_huge) then
-                    error("bad option 'spin' to 'call' (microseconds >= 0"
-                          .. " expected)", 2)
-                end
+                check_microseconds(s, "spin", "call")
                 spin_ns = math_floor(s * 1000)
             end
             if opts.meta ~= nil then
